@@ -1,0 +1,18 @@
+"""companion: the code behind the course "Variational autoencoders, from the ELBO to GANs and flows".
+
+Modules, one per concept a chapter teaches:
+
+- ``data``: MNIST and Fashion-MNIST as tensors on the training device, batches, binarisation;
+- ``likelihoods``: decoder likelihoods p(x|z) behind one interface;
+- ``divergences``: Gaussian KL divergences in closed form;
+- ``models``: the VAE (the GAN and the flow of Part IV go here too);
+- ``training``: a model-agnostic trainer with checkpoints and history;
+- ``runs``: a VAE run from configuration to run directory (what the command line calls);
+- ``symbolic``: the sympy derivations that chapters state and tests reuse;
+- ``plots``: image grids, learning curves, latent manifolds;
+- ``course``: the setup call of every chapter (quick/full switch, device, seed).
+
+Command line: ``python -m companion --help``.
+"""
+
+__version__ = "0.1.0"

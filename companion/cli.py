@@ -1,0 +1,104 @@
+"""Command line: ``python -m companion {train,data} ...``.
+
+    python -m companion train vae --dataset mnist --latent-dim 20 --epochs 10 --out runs/mnist-z20
+    python -m companion data --data-root ../shared/data
+
+See: appendix "Running the course".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .likelihoods import LIKELIHOODS
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m companion", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model and write a run directory")
+    models = train.add_subparsers(dest="model", required=True)
+    vae = models.add_parser("vae", help="an MLP VAE", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                            description="Train an MLP VAE; writes config.json, history.json, checkpoint.pt, "
+                                        "metrics.json (test_elbo in nats per example) and PNG grids to --out.")
+    vae.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    vae.add_argument("--latent-dim", type=int, default=20, help="size of z")
+    vae.add_argument("--hidden", type=int, nargs="+", default=[400], help="hidden widths of the encoder (decoder mirrors)")
+    vae.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default="bernoulli")
+    vae.add_argument("--sigma", type=float, default=None, help="sigma of the gaussian likelihood (data in [0, 1])")
+    vae.add_argument("--beta", type=float, default=1.0, help="weight of the KL term in the loss")
+    vae.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=True,
+                     help="dynamic binarisation of the pixels (the MNIST likelihood protocol)")
+    vae.add_argument("--epochs", type=int, default=10)
+    vae.add_argument("--batch-size", type=int, default=128)
+    vae.add_argument("--lr", type=float, default=1e-3)
+    vae.add_argument("--seed", type=int, default=0)
+    vae.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    vae.add_argument("--data-root", default=None, help="dataset root in torchvision's layout (default: $COMPANION_DATA, then the cache)")
+    vae.add_argument("--out", required=True, help="run directory")
+    vae.add_argument("--no-resume", dest="resume", action="store_false", help="ignore a checkpoint in --out")
+    vae.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+    data = commands.add_parser("data", help="report where each dataset is found (or why not)")
+    data.add_argument("--data-root", default=None)
+    data.add_argument("--dataset", choices=["mnist", "fashion-mnist"], nargs="*", default=["mnist", "fashion-mnist"])
+    data.add_argument("--no-download", dest="download", action="store_false", help="do not try torchvision's download")
+    return parser
+
+
+def _train_vae(args) -> int:
+    from .models.vae import VAEConfig
+    from .runs import VAERun, run_vae
+    from .training import TrainConfig
+
+    options = {} if args.sigma is None else {"sigma": args.sigma}
+    run = VAERun(
+        dataset=args.dataset,
+        binarize=args.binarize,
+        batch_size=args.batch_size,
+        model=VAEConfig(latent_dim=args.latent_dim, hidden=tuple(args.hidden), likelihood=args.likelihood,
+                        likelihood_options=options, beta=args.beta),
+        train=TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device),
+    )
+    m = run_vae(run, args.out, data_root=args.data_root, resume=args.resume, progress=args.progress)
+    print(f"data: {m['data_source']}")
+    print(f"{m['model']} on {m['dataset']} ({'binarised' if m['binarized'] else 'grey levels'}), "
+          f"{m['epochs']} epochs on {m['device']} in {m['wall_time_s']:.1f} s")
+    print(f"test ELBO {m['test_elbo']:.2f} nats per image "
+          f"(reconstruction {m['test_reconstruction']:.2f}, KL {m['test_kl']:.2f})")
+    print(f"wrote {args.out}/metrics.json and figures")
+    return 0
+
+
+def _data(args) -> int:
+    from .data import DataNotFoundError, cache_dir, locate
+
+    print(f"cache: {cache_dir()}")
+    status = 0
+    for name in args.dataset:
+        try:
+            found = locate(name, args.data_root, download=args.download)
+            print(f"{name}: found at {found.source}")
+        except DataNotFoundError as error:
+            print(f"{name}: NOT FOUND\n{error}")
+            status = 1
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (errors in the input print a message and return 2)."""
+    from .data import DataNotFoundError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _train_vae(args)
+        return _data(args)
+    except (DataNotFoundError, ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

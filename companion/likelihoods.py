@@ -1,0 +1,141 @@
+"""Decoder likelihoods p(x | z) with one interface: log-probability, mean and sample.
+
+A decoder outputs a tensor ``params`` of shape (B, P, *event_shape), where P = ``num_params`` is
+how many numbers the likelihood needs per pixel (1 for a Bernoulli's logit, 2 for a Gaussian whose
+decoder also predicts sigma, ...). The likelihood turns ``params`` into
+
+- ``log_prob(x, params)``: log p(x | z) in nats, summed over every dimension but the batch, shape (B,);
+- ``mean(params)``: E[x | z], shape (B, *event_shape) (what "the reconstruction" should mean);
+- ``sample(params)``: a draw x ~ p(x | z), same shape.
+
+Adding a likelihood means writing a subclass and registering it in ``LIKELIHOODS``; the VAE and the
+trainer do not change. The chapters of Part III add the continuous Bernoulli, Beta, Laplace and the
+learned and optimal sigma family this way.
+
+See: chapter "From likelihoods to losses"; chapter "Training a VAE".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Likelihood", "Bernoulli", "Gaussian", "LIKELIHOODS", "make_likelihood"]
+
+
+class Likelihood(nn.Module):
+    """Base class: subclasses set ``num_params`` and implement ``_log_prob``, ``mean`` and ``sample``.
+
+    It is an ``nn.Module`` so that a likelihood may own trainable parameters (a learned sigma).
+    """
+
+    num_params: int = 1
+
+    def check(self, x: Tensor, params: Tensor) -> None:
+        """Raise ValueError unless ``params`` has shape (B, num_params, *x.shape[1:])."""
+        expected = (x.shape[0], self.num_params, *x.shape[1:])
+        if tuple(params.shape) != expected:
+            raise ValueError(
+                f"{type(self).__name__}: decoder output has shape {tuple(params.shape)}, "
+                f"expected {expected} for data of shape {tuple(x.shape)}"
+            )
+
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        """log p(x | params) in nats, summed over all dimensions but the first; shape (B,).
+
+        Raises:
+            ValueError: if ``params`` does not have shape (B, num_params, *x.shape[1:]).
+        """
+        self.check(x, params)
+        return self._log_prob(x, params).flatten(1).sum(1)
+
+    def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:  # per pixel
+        raise NotImplementedError
+
+    def mean(self, params: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def sample(self, params: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"num_params={self.num_params}"
+
+
+class Bernoulli(Likelihood):
+    """Bernoulli pixels from logits: log p(x) = x * l - softplus(l), the negative binary cross-entropy.
+
+    Computed with ``binary_cross_entropy_with_logits``, which never forms sigmoid(l) and so stays
+    finite for any logit (a sigmoid followed by log(.) underflows for logits beyond about +-17 in
+    float32). It is a proper likelihood for binary x; for grey-level x in (0, 1) it is not a density
+    (chapter "Bernoulli on grey pixels").
+
+    See: Kingma & Welling (2014), appendix C.1.
+    """
+
+    num_params = 1
+
+    def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        return -F.binary_cross_entropy_with_logits(params[:, 0], x, reduction="none")
+
+    def mean(self, params: Tensor) -> Tensor:
+        return torch.sigmoid(params[:, 0])
+
+    def sample(self, params: Tensor) -> Tensor:
+        return torch.bernoulli(self.mean(params))
+
+
+class Gaussian(Likelihood):
+    """Gaussian pixels with a fixed standard deviation ``sigma``; the decoder outputs the mean.
+
+    log p(x) = -(x - mu)^2 / (2 sigma^2) - log sigma - log(2 pi)/2 per pixel: the squared error
+    weighted by 1/(2 sigma^2) plus a constant. A fixed sigma is a beta-VAE in disguise (chapter
+    "The Gaussian decoder's sigma").
+
+    Arguments:
+        sigma: standard deviation in data units (pixels in [0, 1]); must be positive.
+    Raises:
+        ValueError: if sigma <= 0 or is not finite.
+    See: Kingma & Welling (2014), appendix C.2; chapter "From likelihoods to losses".
+    """
+
+    num_params = 1
+
+    def __init__(self, sigma: float = 1.0):
+        super().__init__()
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"sigma must be a positive number, got {sigma}")
+        self.sigma = float(sigma)
+
+    def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        mu = params[:, 0]
+        return -0.5 * (x - mu).square() / self.sigma**2 - math.log(self.sigma) - 0.5 * math.log(2 * math.pi)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return params[:, 0]
+
+    def sample(self, params: Tensor) -> Tensor:
+        mu = params[:, 0]
+        return mu + self.sigma * torch.randn_like(mu)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
+
+
+#: Registered likelihoods by name (the ``--likelihood`` choices).
+LIKELIHOODS: dict[str, type[Likelihood]] = {"bernoulli": Bernoulli, "gaussian": Gaussian}
+
+
+def make_likelihood(name: str, **options) -> Likelihood:
+    """Build a registered likelihood by name, e.g. ``make_likelihood("gaussian", sigma=0.1)``.
+
+    Raises:
+        ValueError: for an unknown name.
+        TypeError: for options the likelihood does not take.
+    """
+    if name not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}")
+    return LIKELIHOODS[name](**options)

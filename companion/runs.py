@@ -1,0 +1,172 @@
+"""A VAE run from configuration to run directory: data -> batches -> model -> trainer -> results.
+
+``run_vae`` is what ``python -m companion train vae`` calls; chapters call it too, and ``load_run``
+lets them reuse a finished run instead of training again. A run directory holds:
+
+- ``config.json``: the ``VAERun`` (data, model and training settings);
+- ``checkpoint.pt`` and ``history.json``: written after every epoch (an interrupted run resumes);
+- ``metrics.json``: test and validation ELBO and terms in nats per example, device, wall time,
+  versions and commit;
+- ``samples.png``, ``reconstructions.png`` and, for a 2-D latent space, ``manifold.png``.
+
+See: chapter "Training a VAE".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .data import Batches, ImageData, load_dataset
+from .models.vae import VAE, VAEConfig
+from .plots import manifold_latents, save_grid
+from .training import CHECKPOINT, Trainer, TrainConfig, _write_json, evaluate
+
+__all__ = ["VAERun", "run_vae", "load_run", "git_commit"]
+
+
+@dataclass(frozen=True)
+class VAERun:
+    """Everything that defines a VAE run.
+
+    Attributes:
+        dataset: "mnist" or "fashion-mnist".
+        binarize: dynamic binarisation (the standard protocol for MNIST likelihoods); with False the
+            model sees grey levels in [0, 1].
+        batch_size: 128, as in Kingma & Welling (2014) and pytorch's examples/vae.
+        val_size: images of the training set held out for validation.
+        model: the ``VAEConfig``.
+        train: the ``TrainConfig``.
+    """
+
+    dataset: str = "mnist"
+    binarize: bool = True
+    batch_size: int = 128
+    val_size: int = 10_000
+    model: VAEConfig = field(default_factory=VAEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "VAERun":
+        """Inverse of ``dataclasses.asdict``; raises TypeError for unknown keys."""
+        data = dict(data)
+        return cls(model=VAEConfig(**data.pop("model")), train=TrainConfig(**data.pop("train")), **data)
+
+
+def git_commit(path: str | os.PathLike = ".") -> str | None:
+    """The commit of the checkout containing ``path`` (with "-dirty" if it has changes), or None."""
+    try:
+        cwd = Path(path).resolve()
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def _signature(run: VAERun) -> dict:
+    """What a checkpoint must match to be resumed or loaded: the run minus its length and device."""
+    return json.loads(json.dumps(asdict(replace(run, train=replace(run.train, epochs=0, device="auto")))))
+
+
+def run_vae(run: VAERun, out: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
+            data: ImageData | None = None, resume: bool = True, progress: bool = True,
+            on_epoch_end=None) -> dict:
+    """Train (or resume) a VAE run in ``out`` and write its results there.
+
+    Arguments:
+        run: the settings.
+        out: the run directory (created).
+        data_root: where the data are (see ``companion.data.locate``); ignored when ``data`` is given.
+        data: an already loaded ``ImageData`` (on any device; it is moved to the training device).
+        resume: continue from ``out/checkpoint.pt`` if present.
+        progress: show the progress bar.
+        on_epoch_end: passed to ``Trainer.fit``.
+    Returns:
+        The metrics written to ``out/metrics.json``: ``test_elbo``, ``test_reconstruction`` and
+        ``test_kl`` (nats per example; ``test_elbo = test_reconstruction - test_kl``), the same for
+        ``val_``, plus ``dataset``, ``model``, ``device``, ``wall_time_s``, ``epochs``, ``commit``.
+    Raises:
+        DataNotFoundError: if the data are nowhere (see ``companion.data``).
+        ValueError: if ``out`` holds a checkpoint of a different run.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer.build(lambda: VAE(run.model), run.train, run_dir=out, progress=progress,
+                            signature=_signature(run))
+    if data is None:
+        data = load_dataset(run.dataset, data_root, device=trainer.device, val_size=run.val_size)
+    elif data.train.device != trainer.device:
+        data = ImageData(**{k: (v.to(trainer.device) if torch.is_tensor(v) else v) for k, v in vars(data).items()})
+    _write_json(out / "config.json", asdict(run))
+    train = Batches(data.train, run.batch_size, shuffle=True, binarize=run.binarize)
+    val = Batches(data.val, 1000, binarize=run.binarize) if len(data.val) else None
+    history = trainer.fit(train, val, resume=resume, on_epoch_end=on_epoch_end)
+
+    test = evaluate(trainer.model, Batches(data.test, 1000, binarize=run.binarize))
+    last = history[-1] if history else {}
+    metrics = {
+        "dataset": run.dataset,
+        "model": f"vae-mlp-{'-'.join(map(str, run.model.hidden))}-z{run.model.latent_dim}",
+        "likelihood": run.model.likelihood,
+        "binarized": run.binarize,
+        "epochs": len(history),
+        "test_elbo": test["elbo"],
+        "test_reconstruction": test["reconstruction"],
+        "test_kl": test["kl"],
+        "val_elbo": last.get("val/elbo"),
+        "train_elbo": last.get("train/elbo"),
+        "device": _device_name(trainer.device),
+        "wall_time_s": trainer.wall_time_s,
+        "torch": torch.__version__,
+        "commit": git_commit(Path(__file__).parent),
+        "data_source": data.source,
+    }
+    _write_json(out / "metrics.json", metrics)
+
+    model = trainer.model
+    with torch.no_grad():
+        torch.manual_seed(run.train.seed)
+        save_grid(model.generate(64), out / "samples.png")
+        x = Batches(data.test[:32], 32, binarize=run.binarize)
+        x = next(iter(x))
+        save_grid(torch.cat([x[:16], model.reconstruct(x)[:16], x[16:], model.reconstruct(x)[16:]]),
+                  out / "reconstructions.png", nrow=16)
+        if run.model.latent_dim == 2:
+            save_grid(model.generate(z=manifold_latents(20).to(trainer.device)), out / "manifold.png", nrow=20)
+    return metrics
+
+
+def load_run(out: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[VAE, VAERun, list[dict], dict | None]:
+    """Load a finished (or interrupted) run: ``(model, run, history, metrics)``.
+
+    Raises:
+        FileNotFoundError: if ``out`` has no ``config.json`` or no checkpoint.
+        ValueError: if the checkpoint does not match ``config.json``.
+    """
+    out = Path(out)
+    for name in ("config.json", CHECKPOINT):
+        if not (out / name).is_file():
+            raise FileNotFoundError(f"{out / name} not found: is {out} a run directory of `companion train vae`?")
+    run = VAERun.from_dict(json.loads((out / "config.json").read_text()))
+    state = torch.load(out / CHECKPOINT, map_location=device, weights_only=False)
+    if state["signature"] != _signature(run):
+        raise ValueError(f"{out / CHECKPOINT} does not match {out / 'config.json'}: the checkpoint was written by another run")
+    model = VAE(run.model).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
+    return model, run, state["history"], metrics

@@ -1,0 +1,343 @@
+"""A trainer that knows nothing about VAEs: a model gives a loss and named terms; this does the rest.
+
+The contract: ``model.loss(batch) -> (loss, terms)`` where ``loss`` is a scalar tensor to minimise
+and ``terms`` maps names to scalar tensors (batch means) to log. The trainer handles the device,
+seeds, Adam, precision, one progress bar per run, the per-epoch history of train and validation
+terms with wall times, and checkpoints after every epoch, so an interrupted run loses at most the
+epoch in progress and resumes to the same history (bit for bit on a CPU).
+
+Per step nothing is copied to the host: the terms are summed on the device and read once per epoch.
+
+See: chapter "Training a VAE".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["TrainConfig", "Trainer", "resolve_device", "evaluate", "seed_everything", "CHECKPOINT"]
+
+CHECKPOINT = "checkpoint.pt"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        epochs: passes over the training batches.
+        lr: Adam's learning rate; 1e-3 is the usual choice for these small models (Kingma & Ba, 2015).
+        seed: seeds torch's generators (weights, shuffling, binarisation, reparameterisation noise).
+        device: "auto" (CUDA, then MPS, then CPU), or a torch device name such as "cpu" or "cuda:0".
+        precision: "fp32", or "bf16"/"fp16" for autocast on a GPU.
+    """
+
+    epochs: int = 10
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {self.precision!r}")
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """"auto" -> CUDA if available, else Apple's MPS, else CPU; any other name is checked and returned.
+
+    Raises:
+        ValueError: if the named device is unknown or not available on this machine.
+    """
+    if str(name) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {name!r}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} asked for, but MPS is not available here")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's CPU and accelerator generators (the only randomness the companion uses)."""
+    torch.manual_seed(seed)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    elif device.type == "mps" and "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
+
+
+@contextlib.contextmanager
+def _fixed_rng(seed: int, device: torch.device):
+    """Run a block with torch's generators seeded to ``seed``, restoring their state afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if device.type != "cpu" else "cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
+def _mean_terms(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    """Divide on the device and read all terms with one host copy."""
+    names = list(sums)
+    values = (torch.stack([sums[k].float() for k in names]) / max(count, 1)).tolist()
+    return dict(zip(names, values))
+
+
+def _accumulate(sums: dict, loss: torch.Tensor, terms: dict, n: int) -> None:
+    for name, value in {"loss": loss, **terms}.items():
+        value = value.detach() * n
+        sums[name] = sums[name] + value if name in sums else value
+
+
+def _first_dim(batch) -> int:
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return x.shape[0]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable, seed: int = 0) -> dict[str, float]:
+    """Mean of the model's loss and terms over ``batches`` (weighted by batch size), in eval mode.
+
+    The block runs with torch's generators seeded to ``seed`` and restored afterwards, so the result
+    is reproducible (same binarisation and same reparameterisation noise every call) and evaluating
+    does not change the course of training.
+
+    Returns:
+        ``{"loss": ..., **terms}`` as Python floats.
+    Raises:
+        ValueError: if ``batches`` is empty.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    try:
+        with _fixed_rng(seed, device):
+            for batch in batches:
+                loss, terms = model.loss(batch)
+                n = _first_dim(batch)
+                _accumulate(sums, loss, terms, n)
+                count += n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate() got no batches")
+    return _mean_terms(sums, count)
+
+
+def _jsonable(obj):
+    return asdict(obj) if is_dataclass(obj) else obj
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Train any model with a ``loss(batch) -> (loss, terms)`` method.
+
+    Arguments:
+        model: an ``nn.Module``; it is moved to the chosen device.
+        config: a ``TrainConfig``.
+        run_dir: where ``checkpoint.pt`` and ``history.json`` go after every epoch; None keeps
+            everything in memory (no resume).
+        signature: what a checkpoint must match to be resumed (default: the model's ``config``
+            and the training settings other than ``epochs`` and ``device``).
+        progress: show a tqdm progress bar (one for the whole run).
+
+    The seed is applied before the model's weights are used, so build the model *after* calling
+    ``seed_everything`` if the initial weights must be reproducible (``Trainer.build`` does both).
+
+    Raises:
+        ValueError: for an unavailable device, or (in ``fit``) a checkpoint made with other settings.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig = TrainConfig(), run_dir: str | os.PathLike | None = None,
+                 signature: dict | None = None, progress: bool = True):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        train = {k: v for k, v in asdict(config).items() if k not in ("epochs", "device")}
+        self.signature = json.loads(json.dumps(
+            signature if signature is not None else {"model": _jsonable(getattr(model, "config", None)), "train": train},
+            default=str))
+        self.progress = progress
+        self.history: list[dict] = []
+        self.wall_time_s = 0.0
+
+    @classmethod
+    def build(cls, make_model: Callable[[], nn.Module], config: TrainConfig = TrainConfig(), **kwargs) -> "Trainer":
+        """Seed, then build the model and the trainer: reproducible initial weights."""
+        seed_everything(config.seed)
+        return cls(make_model(), config, **kwargs)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / CHECKPOINT if self.run_dir else None
+
+    def save_checkpoint(self) -> None:
+        """Write model, optimizer, history, RNG state and signature to ``run_dir`` (atomically)."""
+        if self.run_dir is None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "signature": self.signature,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "wall_time_s": self.wall_time_s,
+            "rng": _rng_state(self.device),
+        }
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)
+        _write_json(self.run_dir / "history.json", self.history)
+
+    def load_checkpoint(self, path: str | os.PathLike | None = None) -> bool:
+        """Restore from a checkpoint; returns False if there is none.
+
+        Raises:
+            ValueError: if the checkpoint was made with other settings (the differing keys are named).
+        """
+        path = Path(path) if path else self.checkpoint_path
+        if path is None or not path.is_file():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state["signature"] != self.signature:
+            diff = _diff(state["signature"], self.signature)
+            raise ValueError(
+                f"checkpoint {path} was made with other settings ({diff}); "
+                "use another run directory or delete the checkpoint to start afresh"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.history = state["history"]
+        self.wall_time_s = state["wall_time_s"]
+        _set_rng_state(state["rng"], self.device)
+        return True
+
+    # -- training ---------------------------------------------------------------------------------
+    def _autocast(self):
+        dtype = PRECISIONS[self.config.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def fit(self, train: Iterable, val: Iterable | None = None, *, resume: bool = True,
+            on_epoch_end: Callable[["Trainer", int], None] | None = None) -> list[dict]:
+        """Train for ``config.epochs`` epochs (continuing from a checkpoint in ``run_dir`` when ``resume``).
+
+        Arguments:
+            train: re-iterable batches (e.g. ``companion.data.Batches`` with ``shuffle=True``).
+            val: optional batches evaluated after each epoch with ``evaluate`` (fixed seed).
+            resume: continue from ``run_dir/checkpoint.pt`` if it exists.
+            on_epoch_end: called as ``f(trainer, epoch)`` after each epoch's checkpoint is written.
+        Returns:
+            The history: one dict per epoch with ``epoch``, ``train/<term>``, ``val/<term>``,
+            ``time_s`` (this epoch) and ``wall_time_s`` (cumulative).
+        Raises:
+            FloatingPointError: if the training loss of an epoch is not finite.
+        """
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if resume:
+                self.load_checkpoint()
+            _write_json(self.run_dir / "train_signature.json", self.signature)
+        start = len(self.history)
+        steps = len(train) if hasattr(train, "__len__") else None
+        bar = tqdm(total=steps * self.config.epochs if steps else None, initial=steps * start if steps else 0,
+                   disable=not self.progress, desc="training", unit="step", dynamic_ncols=True)
+        self.model.train()
+        try:
+            for epoch in range(start + 1, self.config.epochs + 1):
+                t0 = time.perf_counter()
+                sums: dict[str, torch.Tensor] = {}
+                count = 0
+                for batch in train:
+                    with self._autocast():
+                        loss, terms = self.model.loss(batch)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                    n = _first_dim(batch)
+                    _accumulate(sums, loss, terms, n)
+                    count += n
+                    bar.update(1)
+                record = {"epoch": epoch, **{f"train/{k}": v for k, v in _mean_terms(sums, count).items()}}
+                if not math.isfinite(record["train/loss"]):
+                    raise FloatingPointError(
+                        f"the training loss of epoch {epoch} is {record['train/loss']}; the last good state is "
+                        f"{self.checkpoint_path or 'not saved (no run_dir)'}. Try a lower learning rate."
+                    )
+                if val is not None:
+                    record.update({f"val/{k}": v for k, v in evaluate(self.model, val).items()})
+                    self.model.train()
+                record["time_s"] = time.perf_counter() - t0
+                self.wall_time_s += record["time_s"]
+                record["wall_time_s"] = self.wall_time_s
+                self.history.append(record)
+                self.save_checkpoint()
+                shown = {k.split("/")[0] + " " + k.split("/")[1]: f"{v:.2f}" for k, v in record.items()
+                         if k in ("train/loss", "val/loss")}
+                bar.set_postfix(shown, refresh=False)
+                if on_epoch_end is not None:
+                    on_epoch_end(self, epoch)
+        finally:
+            bar.close()
+        return self.history
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> str:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            sub = _diff(x, y, f"{prefix}{key}.")
+            if sub:
+                out.append(sub)
+        elif x != y:
+            out.append(f"{prefix}{key}: checkpoint {x!r}, now {y!r}")
+    return "; ".join(out)
