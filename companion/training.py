@@ -283,8 +283,8 @@ class Trainer:
         """
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if resume:
-                self.load_checkpoint()
+            if not (resume and self.load_checkpoint()):
+                self.save_checkpoint()  # the initial state: even a run stopped in epoch 1 can be loaded
             _write_json(self.run_dir / "train_signature.json", self.signature)
         start = len(self.history)
         steps = len(train) if hasattr(train, "__len__") else None

@@ -1,0 +1,72 @@
+"""The command line and run directories, on real MNIST."""
+
+import json
+
+import pytest
+import torch
+
+from companion.cli import main
+from companion.data import Batches
+from companion.models import VAE, VAEConfig
+from companion.runs import load_run
+from companion.training import evaluate
+
+
+@pytest.mark.slow
+def test_train_vae_improves_the_test_elbo(data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    status = main(["train", "vae", "--dataset", "mnist", "--latent-dim", "20", "--epochs", "1", "--out", str(out),
+                   "--data-root", str(data_root), "--no-progress", "--device", "cpu"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "test ELBO" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_elbo"] == pytest.approx(metrics["test_reconstruction"] - metrics["test_kl"], abs=1e-3)
+    for name in ("config.json", "history.json", "checkpoint.pt", "samples.png", "reconstructions.png"):
+        assert (out / name).is_file(), name
+
+    model, run, history, loaded = load_run(out)
+    assert loaded == metrics and len(history) == 1 and run.model.latent_dim == 20
+    from companion.data import load_dataset
+    data = load_dataset("mnist", data_root)
+    torch.manual_seed(0)
+    untrained = evaluate(VAE(VAEConfig(latent_dim=20)), Batches(data.test, 1000, binarize=True))
+    assert metrics["test_elbo"] > untrained["elbo"] + 300  # about -545 before, about -120 after one epoch
+    assert metrics["test_elbo"] < -80  # and not implausibly good
+
+
+def test_data_command_reports_where_data_are(data_root, capsys):
+    assert main(["data", "--data-root", str(data_root), "--no-download"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist: found at" in out and "fashion-mnist: found at" in out
+
+
+def test_data_command_reports_missing_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["data", "--data-root", str(tmp_path), "--no-download", "--dataset", "mnist"]) == 1
+    assert "NOT FOUND" in capsys.readouterr().out
+
+
+def test_bad_arguments_give_a_message_not_a_traceback(data_root, tmp_path, capsys):
+    status = main(["train", "vae", "--latent-dim", "0", "--epochs", "1", "--out", str(tmp_path / "r"),
+                   "--data-root", str(data_root), "--no-progress"])
+    assert status == 2 and "latent_dim must be >= 1" in capsys.readouterr().err
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--device", "--batch-size", "--seed", "--beta", "--likelihood", "--latent-dim", "--epochs", "--out"):
+        assert option in text
+
+
+def test_load_run_refuses_a_mismatched_checkpoint(data_root, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "vae", "--epochs", "0", "--latent-dim", "3", "--hidden", "16", "--out", str(out),
+                 "--data-root", str(data_root), "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    config["model"]["latent_dim"] = 4
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match"):
+        load_run(out)

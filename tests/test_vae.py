@@ -1,0 +1,65 @@
+"""companion.models.vae: shapes, finiteness, the ELBO identity, bad input."""
+
+import pytest
+import torch
+
+from companion.models import VAE, VAEConfig, reparameterize
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("latent_dim, hidden", [(2, (64,)), (20, (400,)), (8, (128, 64))])
+def test_elbo_terms_shapes_and_finiteness(likelihood, latent_dim, hidden):
+    model = VAE(VAEConfig(latent_dim=latent_dim, hidden=hidden, likelihood=likelihood))
+    x = torch.rand(5, 1, 28, 28).round()
+    terms = model.elbo_terms(x)
+    for value in terms.values():
+        assert value.shape == (5,) and torch.isfinite(value).all()
+    assert torch.equal(terms["elbo"], terms["reconstruction"] - terms["kl"])
+    assert (terms["kl"] >= 0).all()
+    loss, logged = model.loss(x)
+    assert loss.dim() == 0 and set(logged) == {"elbo", "reconstruction", "kl"}
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_beta_weights_only_the_kl_in_the_loss():
+    x = torch.rand(8, 1, 28, 28, dtype=torch.float64).round()
+    model = VAE(VAEConfig(beta=1.0)).double()
+    heavy = VAE(VAEConfig(beta=4.0)).double()
+    heavy.load_state_dict(model.state_dict())
+    torch.manual_seed(0)
+    loss_1, terms_1 = model.loss(x)
+    torch.manual_seed(0)
+    loss_4, terms_4 = heavy.loss(x)
+    torch.testing.assert_close(terms_1["elbo"], terms_4["elbo"])
+    torch.testing.assert_close(loss_4 - loss_1, 3 * terms_1["kl"])
+
+
+def test_reparameterize_has_the_right_moments():
+    mu, logvar = torch.full((200_000, 2), 1.5), torch.full((200_000, 2), 2 * torch.log(torch.tensor(0.5)))
+    z = reparameterize(mu, logvar)
+    assert abs(z.mean().item() - 1.5) < 0.01 and abs(z.std().item() - 0.5) < 0.01
+
+
+def test_generate_and_reconstruct_shapes():
+    model = VAE(VAEConfig(latent_dim=3, hidden=(32,)))
+    assert model.generate(7).shape == (7, 1, 28, 28)
+    assert model.generate(z=torch.zeros(2, 3), mean=False).shape == (2, 1, 28, 28)
+    assert model.reconstruct(torch.rand(4, 1, 28, 28)).shape == (4, 1, 28, 28)
+
+
+@pytest.mark.parametrize("shape", [(4, 784), (4, 1, 28, 27), (1, 28, 28), (4, 3, 28, 28)])
+def test_wrong_input_shape_raises_value_error(shape):
+    with pytest.raises(ValueError, match="expected a batch of images"):
+        VAE(VAEConfig()).loss(torch.zeros(shape))
+
+
+def test_wrong_latent_shape_raises_value_error():
+    with pytest.raises(ValueError, match="latents"):
+        VAE(VAEConfig(latent_dim=4)).decode(torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("kwargs", [{"latent_dim": 0}, {"hidden": (0,)}, {"beta": -1.0}, {"likelihood": "nope"}])
+def test_bad_config_raises(kwargs):
+    with pytest.raises(ValueError):
+        VAE(VAEConfig(**kwargs))
