@@ -11,6 +11,7 @@ from companion.data import Batches, DataNotFoundError, cache_dir, load_dataset, 
 
 def test_gz_only_mirror_is_found_and_extracted_into_the_cache(data_root, tmp_path, monkeypatch):
     monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("COMPANION_DATA", raising=False)
     assert all(f.suffix == ".gz" for f in (data_root / "MNIST" / "raw").iterdir())
     found = locate("mnist", data_root, download=False)
     assert found.root == tmp_path / "cache"
