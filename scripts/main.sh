@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
-jupyter-book build -W --keep-going .
+jupyter-book build --all -W --keep-going .
 "$PYTHON" -m companion train vae --dataset mnist --latent-dim 20 --epochs 10 --out runs/mnist-z20 --no-progress
