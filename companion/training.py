@@ -107,8 +107,8 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 @contextlib.contextmanager
 def _fixed_rng(seed: int, device: torch.device):
     """Run a block with torch's generators seeded to ``seed``, restoring their state afterwards."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type if device.type != "cpu" else "cuda"):
+    on_cuda = {"devices": [device], "device_type": "cuda"} if device.type == "cuda" else {"devices": []}
+    with torch.random.fork_rng(**on_cuda):
         torch.manual_seed(seed)
         yield
 
