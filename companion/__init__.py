@@ -10,7 +10,9 @@ Modules, one per concept a chapter teaches:
 - ``runs``: a VAE run from configuration to run directory (what the command line calls);
 - ``symbolic``: the sympy derivations that chapters state and tests reuse;
 - ``plots``: image grids, learning curves, latent manifolds;
-- ``course``: the setup call of every chapter (quick/full switch, device, seed).
+- ``course``: the setup call of every chapter (quick/full switch, device, seed);
+- ``checks``: checks students run on their own implementations, with explanations;
+- ``assignments``: student versions, autograder material and grading, from the chapters.
 
 Command line: ``python -m companion --help``.
 """

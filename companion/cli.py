@@ -2,6 +2,7 @@
 
     python -m companion train vae --dataset mnist --latent-dim 20 --epochs 10 --out runs/mnist-z20
     python -m companion data --data-root ../shared/data
+    python -m companion assignments build --out assignments
 
 See: appendix "Running the course".
 """
@@ -43,6 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--out", required=True, help="run directory")
     vae.add_argument("--no-resume", dest="resume", action="store_false", help="ignore a checkpoint in --out")
     vae.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+    assign = commands.add_parser("assignments", help="student versions, autograder material and grading")
+    acts = assign.add_subparsers(dest="action", required=True)
+    build = acts.add_parser("build", help="student, autograder and instructor notebooks for chapters with exercises")
+    build.add_argument("chapters", nargs="*", help="chapter names or number prefixes (default: all), e.g. 06 08_training_a_vae")
+    build.add_argument("--out", required=True)
+    build.add_argument("--no-verify", dest="verify", action="store_false",
+                       help="skip running the checks on the reference and the student version")
+    grade = acts.add_parser("grade", help="grade a submitted notebook with the autograder's checks")
+    grade.add_argument("submission")
+    grade.add_argument("--autograder", required=True, help="the chapter's notebook in OUT/autograder/")
+    grade.add_argument("--json", default=None, help="also write the results here")
+    book = acts.add_parser("book", help="a student edition of the whole book (no solutions in HTML, .ipynb or Binder)")
+    book.add_argument("--out", required=True)
+    book.add_argument("--repository", default=None, help="URL of the student repository (Binder buttons)")
+    book.add_argument("--branch", default=None, help="its branch")
+    book.add_argument("--no-html", dest="html", action="store_false", help="write the tree without building HTML")
 
     data = commands.add_parser("data", help="report where each dataset is found (or why not)")
     data.add_argument("--data-root", default=None)
@@ -90,15 +108,40 @@ def _data(args) -> int:
     return status
 
 
+def _assignments(args) -> int:
+    from . import assignments
+
+    if args.action == "build":
+        summary = assignments.build(args.chapters or None, args.out, verify=args.verify)
+        print(f"wrote {args.out}/student, {args.out}/autograder, {args.out}/instructor for {len(summary)} chapters")
+        return 0
+    if args.action == "grade":
+        results = assignments.grade(args.submission, args.autograder)
+        for r in results:
+            print(f"{'PASS' if r.passed else 'FAIL'} {r.grade_id:32} {r.earned:g}/{r.points:g}" + (f"  {r.error}" if r.error else ""))
+        total, earned = sum(r.points for r in results), sum(r.earned for r in results)
+        print(f"score: {earned:g} / {total:g}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"score": earned, "total": total, "checks": [vars(r) for r in results]}, f, indent=2)
+        return 0
+    out = assignments.student_book(args.out, repository=args.repository, branch=args.branch, html=args.html)
+    print(f"wrote the student edition to {out}" + (f" (HTML in {out}/_build/html)" if args.html else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (errors in the input print a message and return 2)."""
+    from .assignments import VerificationError
     from .data import DataNotFoundError
 
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
             return _train_vae(args)
+        if args.command == "assignments":
+            return _assignments(args)
         return _data(args)
-    except (DataNotFoundError, ValueError, TypeError) as error:
+    except (DataNotFoundError, ValueError, TypeError, VerificationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,130 @@
+"""Checks that students run on their own implementations; a failure says what went wrong in words.
+
+Each ``check_*`` function calls the student's function on a few inputs, compares with the companion's
+reference, and raises ``CheckFailed`` (an ``AssertionError``) whose message names the input, what was
+expected and what came back. A function that still raises ``NotImplementedError`` (the stub of a
+student notebook) is reported as "not implemented yet".
+
+See: appendix "For instructors"; the exercises of chapters "The Gaussian KL in closed form" and
+"Training a VAE".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.distributions import MultivariateNormal, kl_divergence
+
+from .divergences import gaussian_kl
+
+__all__ = ["CheckFailed", "check_gaussian_kl", "check_kl_full_covariance", "check_elbo_estimator"]
+
+
+class CheckFailed(AssertionError):
+    """A student's function disagrees with the reference; the message explains how."""
+
+
+def _call(fn: Callable, name: str, *args, **kwargs):
+    try:
+        out = fn(*args, **kwargs)
+    except NotImplementedError:
+        raise CheckFailed(f"{name} is not implemented yet: replace the `raise NotImplementedError` line with your code") from None
+    except Exception as error:
+        raise CheckFailed(f"{name} raised {type(error).__name__}: {error}") from error
+    if not torch.is_tensor(out):
+        raise CheckFailed(f"{name} returned {type(out).__name__}, expected a torch.Tensor")
+    return out
+
+
+def _compare(name: str, case: str, got: Tensor, expected: Tensor, rtol: float, atol: float = 0.0) -> None:
+    if tuple(got.shape) != tuple(expected.shape):
+        raise CheckFailed(f"{name} on {case}: returned shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
+    if not torch.isfinite(got).all():
+        raise CheckFailed(f"{name} on {case}: returned non-finite values {got.flatten()[:4].tolist()}")
+    bad = ~torch.isclose(got.double(), expected.double(), rtol=rtol, atol=atol)
+    if bad.any():
+        i = int(bad.flatten().nonzero()[0])
+        g, e = got.flatten()[i].item(), expected.flatten()[i].item()
+        raise CheckFailed(f"{name} on {case}: element {i} is {g:.6g}, expected {e:.6g} "
+                          f"(relative error {abs(g - e) / max(abs(e), 1e-30):.2e}, allowed {rtol:.0e}); "
+                          f"{int(bad.sum())} of {bad.numel()} elements differ")
+
+
+def check_gaussian_kl(fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+    """Check ``fn(mu, logvar)`` = KL(N(mu, diag(exp(logvar))) || N(0, I)) in nats, summed over the last dim.
+
+    Cases: the prior itself (KL 0), a single dimension with a known value, a random batch (B, Z) in
+    float64, and a float32 batch. Raises CheckFailed with an explanation.
+    """
+    name = "your gaussian_kl"
+    zero = _call(fn, name, torch.zeros(3, 4, dtype=torch.float64), torch.zeros(3, 4, dtype=torch.float64))
+    _compare(name, "mu = 0, logvar = 0 (q equals the prior, so the KL must be 0)", zero, torch.zeros(3, dtype=torch.float64), 0, 1e-12)
+    one = _call(fn, name, torch.tensor([[1.0]], dtype=torch.float64), torch.tensor([[0.0]], dtype=torch.float64))
+    _compare(name, "mu = 1, logvar = 0 (expected 1/2: only the mu^2/2 term is left)", one, torch.tensor([0.5], dtype=torch.float64), 1e-9)
+    g = torch.Generator().manual_seed(0)
+    for dtype, rtol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+        mu, logvar = torch.randn(8, 5, generator=g).to(dtype), torch.randn(8, 5, generator=g).to(dtype)
+        got = _call(fn, name, mu, logvar)
+        _compare(name, f"a random batch of shape (8, 5) in {dtype}", got, gaussian_kl(mu.double(), logvar.double()).to(dtype), rtol, 1e-6)
+
+
+def check_kl_full_covariance(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], k_values=(1, 3), batch: int = 6,
+                             seed: int = 0) -> None:
+    """Check ``fn(mu_1, cov_1, mu_2, cov_2)`` = KL(N(mu_1, cov_1) || N(mu_2, cov_2)) per example, shape (B,).
+
+    Compared with ``torch.distributions.kl_divergence`` of two ``MultivariateNormal`` on random
+    positive-definite covariances of each size in ``k_values`` (float64). Raises CheckFailed.
+    """
+    name = "your kl_full_covariance"
+    g = torch.Generator().manual_seed(seed)
+
+    def gaussians(k):
+        a = torch.randn(batch, k, k, generator=g, dtype=torch.float64)
+        return torch.randn(batch, k, generator=g, dtype=torch.float64), a @ a.mT + 0.5 * torch.eye(k, dtype=torch.float64)
+
+    for k in k_values:
+        (m1, c1), (m2, c2) = gaussians(k), gaussians(k)
+        expected = kl_divergence(MultivariateNormal(m1, c1), MultivariateNormal(m2, c2))
+        got = _call(fn, name, m1, c1, m2, c2)
+        _compare(name, f"{batch} random pairs of {k}-dimensional Gaussians", got, expected, 1e-8)
+    same = _call(fn, name, m1, c1, m1, c1)
+    _compare(name, "identical Gaussians (the KL must be 0)", same, torch.zeros(batch, dtype=torch.float64), 0, 1e-9)
+
+
+def check_elbo_estimator(fn: Callable, model, x: Tensor, seeds: int = 20) -> None:
+    """Check ``fn(model, x, k)``: the ELBO per image, estimated with ``k`` samples of z, shape (B,).
+
+    An unbiased k-sample estimate has the same expectation for every k and a variance that falls
+    like 1/k. Compared with ``model.elbo_terms`` averaged over ``4 * seeds`` draws: the batch mean of
+    ``fn(model, x, 64)`` must agree within 0.5 nats, and the variance over seeds of ``fn(model, x, 16)``
+    must be at most a quarter of that of ``fn(model, x, 1)``. Raises CheckFailed.
+    """
+    name = "your elbo estimator"
+    with torch.no_grad():
+        out = _call(fn, name, model, x, 1)
+        if tuple(out.shape) != (len(x),):
+            raise CheckFailed(f"{name}: returned shape {tuple(out.shape)} for a batch of {len(x)} images, expected ({len(x)},)")
+        torch.manual_seed(0)
+        reference = torch.stack([model.elbo_terms(x)["elbo"] for _ in range(4 * seeds)]).mean(0)
+        draws = {}
+        for k in (1, 16):
+            values = []
+            for s in range(seeds):
+                torch.manual_seed(1000 + s)
+                values.append(_call(fn, name, model, x, k))
+            draws[k] = torch.stack(values)  # (seeds, B)
+        torch.manual_seed(1)
+        many = _call(fn, name, model, x, 64)
+    gap = (many.mean() - reference.mean()).item()
+    if abs(gap) > 0.5:
+        raise CheckFailed(f"{name} with k = 64: batch-mean ELBO {many.mean():.2f} nats, but the ELBO is "
+                          f"{reference.mean():.2f} (gap {gap:+.2f}); is the KL subtracted once per image, and are "
+                          "the k log-likelihoods averaged (not summed)?")
+    var_1, var_16 = draws[1].var(0).mean().item(), draws[16].var(0).mean().item()
+    if var_1 == 0:
+        raise CheckFailed(f"{name} with k = 1 gives the same value for every seed: is z sampled (reparameterize)?")
+    if var_16 > var_1 / 4:
+        raise CheckFailed(f"{name}: variance over seeds is {var_1:.3g} with k = 1 and {var_16:.3g} with k = 16; "
+                          "averaging 16 independent samples should divide it by about 16. Are the k samples independent?")
