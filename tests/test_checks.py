@@ -1,0 +1,72 @@
+"""companion.checks: each check accepts a correct implementation and explains typical mistakes."""
+
+import pytest
+import torch
+from torch.distributions import MultivariateNormal, kl_divergence
+
+from companion.checks import CheckFailed, check_elbo_estimator, check_gaussian_kl, check_kl_full_covariance
+from companion.divergences import gaussian_kl
+from companion.models import VAE, VAEConfig, reparameterize
+
+
+def not_implemented(*args, **kwargs):
+    raise NotImplementedError("exercise: not implemented yet")
+
+
+def test_gaussian_kl_check():
+    check_gaussian_kl(gaussian_kl)
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        check_gaussian_kl(not_implemented)
+    with pytest.raises(CheckFailed, match=r"returned shape \(\), expected \(3,\)"):
+        check_gaussian_kl(lambda mu, logvar: gaussian_kl(mu, logvar).sum())
+    with pytest.raises(CheckFailed, match="mu = 1, logvar = 0.*is 1, expected 0.5"):
+        check_gaussian_kl(lambda mu, logvar: (mu**2 + logvar.exp() - 1 - logvar).sum(-1))  # forgot the 1/2
+    with pytest.raises(CheckFailed, match="returned list"):
+        check_gaussian_kl(lambda mu, logvar: [0.0])
+    with pytest.raises(CheckFailed, match="raised RuntimeError"):
+        check_gaussian_kl(lambda mu, logvar: mu @ logvar)
+
+
+def test_kl_full_covariance_check():
+    def reference(m1, c1, m2, c2):
+        return kl_divergence(MultivariateNormal(m1, c1), MultivariateNormal(m2, c2))
+
+    check_kl_full_covariance(reference)
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        check_kl_full_covariance(not_implemented)
+    with pytest.raises(CheckFailed, match="1-dimensional Gaussians"):
+        check_kl_full_covariance(lambda m1, c1, m2, c2: reference(m2, c2, m1, c1))  # arguments swapped
+
+
+@pytest.fixture(scope="module")
+def model_and_batch():
+    torch.manual_seed(0)
+    return VAE(VAEConfig(latent_dim=4, hidden=(32,))), torch.rand(16, 1, 28, 28).round()
+
+
+def k_sample_elbo(model, x, k):
+    mu, logvar = model.encode(x)
+    ll = torch.stack([model.likelihood.log_prob(x, model.decode(reparameterize(mu, logvar))) for _ in range(k)])
+    return ll.mean(0) - gaussian_kl(mu, logvar)
+
+
+def test_elbo_estimator_check(model_and_batch):
+    model, x = model_and_batch
+    check_elbo_estimator(k_sample_elbo, model, x)
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        check_elbo_estimator(not_implemented, model, x)
+    with pytest.raises(CheckFailed, match="divide it by about 16"):
+        check_elbo_estimator(lambda m, x, k: k_sample_elbo(m, x, 1), model, x)  # ignores k
+    def summed(m, x, k):  # sums the k log-likelihoods instead of averaging them
+        mu, logvar = m.encode(x)
+        ll = torch.stack([m.likelihood.log_prob(x, m.decode(reparameterize(mu, logvar))) for _ in range(k)])
+        return ll.sum(0) - gaussian_kl(mu, logvar)
+
+    with pytest.raises(CheckFailed, match="summed instead of averaged"):
+        check_elbo_estimator(summed, model, x)
+    with pytest.raises(CheckFailed, match=r"gap -5\.\d\d"):
+        check_elbo_estimator(lambda m, x, k: k_sample_elbo(m, x, k) - 5.0, model, x)  # biased by 5 nats
+    with pytest.raises(CheckFailed, match="same value for every seed"):
+        check_elbo_estimator(lambda m, x, k: m.likelihood.log_prob(x, m.decode(m.encode(x)[0])) - gaussian_kl(*m.encode(x)), model, x)
+    with pytest.raises(CheckFailed, match="expected \\(16,\\)"):
+        check_elbo_estimator(lambda m, x, k: k_sample_elbo(m, x, k).mean(), model, x)
