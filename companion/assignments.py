@@ -171,10 +171,13 @@ def parse(path: str | Path, nb=None) -> ChapterExercises:
     return info
 
 
-def _clear(nb, path: Path, keep_hidden: bool):
+def _cleared(path: str | Path, keep_hidden: bool):
+    """Read and validate a chapter; drop worked solutions, stub the exercises, clear exercise outputs."""
     from nbgrader.preprocessors import ClearHiddenTests, ClearSolutions
 
-    nb = copy.deepcopy(nb)
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    parse(path, nb)
     nb.cells = [c for c in nb.cells if SOLUTION_TAG not in c.get("metadata", {}).get("tags", [])]
     for cell in nb.cells:
         meta = _nbgrader(cell)
@@ -199,10 +202,7 @@ def _clear(nb, path: Path, keep_hidden: bool):
 
 def student_version(path: str | Path):
     """The student notebook: solutions stubbed, worked solutions and hidden checks removed; other outputs kept."""
-    path = Path(path)
-    nb = nbformat.read(path, as_version=4)
-    parse(path, nb)
-    nb = _clear(nb, path, keep_hidden=False)
+    nb = _cleared(path, keep_hidden=False)
     nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0,
                     nbformat.v4.new_markdown_cell(BANNER.format(), id="student-note"))
     return nb
@@ -210,10 +210,7 @@ def student_version(path: str | Path):
 
 def autograder_version(path: str | Path):
     """The autograder notebook: like the student version but with every check (public and hidden), no outputs."""
-    path = Path(path)
-    nb = nbformat.read(path, as_version=4)
-    parse(path, nb)
-    nb = _clear(nb, path, keep_hidden=True)
+    nb = _cleared(path, keep_hidden=True)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
