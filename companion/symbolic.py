@@ -2,9 +2,16 @@
 
 Each function returns sympy expressions in the symbols it documents, so a chapter can display the
 result and a test can assert the identity, e.g. ``sp.simplify(derived - closed) == 0``, or
-lambdify it and compare with the torch implementation in ``companion.divergences``.
+lambdify it and compare with the torch implementation (``companion.divergences``,
+``companion.likelihoods``).
 
-See: chapter "The Gaussian KL in closed form".
+Contents: the Gaussian KL (1-D by integration, diagonal, full covariance); the negative
+log-likelihoods of the Bernoulli, Gaussian and Laplace distributions; the ELBO of a linear-Gaussian
+model, whose evidence and posterior are exact; the toy objective of the reparameterization chapter
+and its exact gradient.
+
+See: chapters "From likelihoods to losses", "The evidence lower bound", "The Gaussian KL in closed
+form", "The reparameterization trick".
 """
 
 from __future__ import annotations
@@ -19,6 +26,12 @@ __all__ = [
     "kl_mvn_closed_form",
     "kl_diag_closed_form",
     "symbols",
+    "bernoulli_nll",
+    "gaussian_nll",
+    "laplace_nll",
+    "LinearGaussian",
+    "linear_gaussian",
+    "toy_objective",
 ]
 
 x = sp.Symbol("x", real=True)
@@ -90,3 +103,95 @@ def kl_diag_closed_form(k: int) -> tuple[sp.Expr, list[sp.Symbol], list[sp.Symbo
     means = list(sp.symbols(f"mu_1:{k + 1}", real=True))
     stds = list(sp.symbols(f"sigma_1:{k + 1}", positive=True))
     return sum(kl_standard_normal_1d_closed_form(m, s) for m, s in zip(means, stds)), means, stds
+
+
+# -- negative log-likelihoods (chapter "From likelihoods to losses") ------------------------------
+
+def bernoulli_nll(value=x, p=sp.Symbol("p", positive=True)) -> sp.Expr:
+    """-log Bernoulli(value; p) = -(value log p + (1 - value) log(1 - p)): the binary cross-entropy."""
+    return -(value * sp.log(p) + (1 - value) * sp.log(1 - p))
+
+
+def gaussian_nll(value=x, mean=mu, std=sigma) -> sp.Expr:
+    """-log N(value; mean, std^2) = (value - mean)^2 / (2 std^2) + log std + log(2 pi) / 2.
+
+    Returned as sympy derived it from the density, so ``sp.expand`` shows the squared error, its
+    weight 1/(2 std^2) and the constant.
+    """
+    return sp.expand(-sp.expand_log(sp.log(normal_pdf(value, mean, std)), force=True))
+
+
+def laplace_nll(value=x, location=mu, scale=sp.Symbol("b", positive=True)) -> sp.Expr:
+    """-log Laplace(value; location, scale) = |value - location| / scale + log(2 scale): the L1 loss."""
+    density = sp.exp(-sp.Abs(value - location) / scale) / (2 * scale)
+    return sp.expand(-sp.expand_log(sp.log(density), force=True))
+
+
+# -- the ELBO on a linear-Gaussian model (chapter "The evidence lower bound") --------------------
+
+class LinearGaussian:
+    """z ~ N(0, 1), x | z ~ N(w z + b, s^2): one latent and one observed dimension, all exact.
+
+    Attributes (sympy expressions in x, w, b, s and the variational parameters m, v of
+    q(z) = N(m, v)):
+        evidence: log p(x) = log N(x; b, w^2 + s^2).
+        posterior_mean, posterior_var: of p(z | x), by Bayes' rule for Gaussians.
+        elbo: E_q[log p(x | z) + log p(z) - log q(z)], integrated by sympy.
+        reconstruction: E_q[log p(x | z)]; kl_prior: KL(q || p(z)); kl_posterior: KL(q || p(z | x)).
+    """
+
+    def __init__(self):
+        self.x, self.z = sp.Symbol("x", real=True), sp.Symbol("z", real=True)
+        self.w, self.b = sp.Symbol("w", real=True), sp.Symbol("b", real=True)
+        self.s, self.m, self.v = sp.Symbol("s", positive=True), sp.Symbol("m", real=True), sp.Symbol("v", positive=True)
+        x, z, w, b, s, m, v = self.x, self.z, self.w, self.b, self.s, self.m, self.v
+        q = normal_pdf(z, m, sp.sqrt(v))
+        log_lik = -sp.expand_log(-sp.log(normal_pdf(x, w * z + b, s)), force=True)
+        log_prior = sp.expand_log(sp.log(normal_pdf(z, 0, 1)), force=True)
+        log_q = sp.expand_log(sp.log(q), force=True)
+
+        def expect(f):
+            return sp.simplify(sp.integrate(sp.expand(q * sp.expand(f)), (z, -sp.oo, sp.oo)))
+
+        self.reconstruction = expect(log_lik)
+        self.kl_prior = expect(log_q - log_prior)
+        self.elbo = self.reconstruction - self.kl_prior
+        self.evidence = sp.expand_log(sp.log(normal_pdf(x, b, sp.sqrt(w**2 + s**2))), force=True)
+        self.posterior_var = s**2 / (w**2 + s**2)
+        self.posterior_mean = w * (x - b) / (w**2 + s**2)
+        self.kl_posterior = kl_normal_1d_closed_form(m, sp.sqrt(v), self.posterior_mean, sp.sqrt(self.posterior_var))
+
+    def gap(self) -> sp.Expr:
+        """log p(x) - ELBO(q) - KL(q || p(z|x)), which simplifies to 0 for every m and v."""
+        return sp.simplify(sp.expand_log(self.evidence - self.elbo - self.kl_posterior, force=True))
+
+
+_LINEAR_GAUSSIAN: LinearGaussian | None = None
+
+
+def linear_gaussian() -> LinearGaussian:
+    """The ``LinearGaussian`` model, derived once and cached (the integrals take about a second)."""
+    global _LINEAR_GAUSSIAN
+    if _LINEAR_GAUSSIAN is None:
+        _LINEAR_GAUSSIAN = LinearGaussian()
+    return _LINEAR_GAUSSIAN
+
+
+# -- the toy objective of chapter "The reparameterization trick" ----------------------------------
+
+def toy_objective(f=None) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+    """L(mu, sigma) = E_{z ~ N(mu, sigma^2)}[f(z)], integrated exactly, and its exact gradient.
+
+    The integral is taken over eps ~ N(0, 1) with z = mu + sigma * eps (the reparameterization
+    itself), which sympy does in a fraction of a second.
+
+    Arguments:
+        f: a sympy expression in ``symbolic.x`` (the sampled variable); default (x - 3)^2 + exp(x/2).
+    Returns:
+        ``(L, dL/dmu, dL/dsigma)`` as expressions in mu and sigma.
+    """
+    f = (x - 3) ** 2 + sp.exp(x / 2) if f is None else f
+    eps = sp.Symbol("epsilon", real=True)
+    integrand = sp.expand(f.subs(x, mu + sigma * eps)) * normal_pdf(eps, 0, 1)
+    value = sp.simplify(sp.integrate(integrand, (eps, -sp.oo, sp.oo)))
+    return value, sp.simplify(sp.diff(value, mu)), sp.simplify(sp.diff(value, sigma))

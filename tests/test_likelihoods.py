@@ -7,7 +7,7 @@ import torch
 from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import Normal
 
-from companion.likelihoods import LIKELIHOODS, Bernoulli, Gaussian, Likelihood, make_likelihood
+from companion.likelihoods import LIKELIHOODS, Bernoulli, Gaussian, Laplace, Likelihood, make_likelihood
 
 SHAPES = [(4, 1, 28, 28), (3, 10), (2, 3, 5, 5)]
 
@@ -41,6 +41,16 @@ def test_gaussian_matches_torch_distributions(shape, sigma):
     torch.testing.assert_close(Gaussian(sigma).log_prob(x, mean), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("scale", [0.05, 1.0])
+def test_laplace_matches_torch_distributions(shape, scale):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    loc = torch.randn(shape[0], 1, *shape[1:], generator=g, dtype=torch.float64)
+    expected = torch.distributions.Laplace(loc[:, 0], torch.tensor(scale, dtype=torch.float64)).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(Laplace(scale).log_prob(x, loc), expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", sorted(LIKELIHOODS))
 def test_mean_and_sample_have_data_shape(name):
     lik = make_likelihood(name)
@@ -55,7 +65,7 @@ def test_bernoulli_samples_are_binary_and_mean_is_sigmoid():
     torch.testing.assert_close(Bernoulli().mean(params), torch.sigmoid(params[:, 0]))
 
 
-@pytest.mark.parametrize("lik", [Bernoulli(), Gaussian(0.5)])
+@pytest.mark.parametrize("lik", [Bernoulli(), Gaussian(0.5), Laplace(0.5)])
 def test_wrong_parameter_shape_raises(lik):
     with pytest.raises(ValueError, match="decoder output has shape"):
         lik.log_prob(torch.zeros(4, 1, 28, 28), torch.zeros(4, 1, 28, 27))
@@ -64,9 +74,11 @@ def test_wrong_parameter_shape_raises(lik):
 
 
 @pytest.mark.parametrize("sigma", [0.0, -1.0, math.inf, math.nan])
-def test_gaussian_rejects_bad_sigma(sigma):
+def test_gaussian_and_laplace_reject_bad_scales(sigma):
     with pytest.raises(ValueError):
         Gaussian(sigma)
+    with pytest.raises(ValueError):
+        Laplace(sigma)
 
 
 def test_unknown_likelihood_name():
