@@ -19,7 +19,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from .divergences import gaussian_kl
 
-__all__ = ["CheckFailed", "check_gaussian_kl", "check_kl_full_covariance", "check_elbo_estimator"]
+__all__ = ["CheckFailed", "check_gaussian_kl", "check_kl_full_covariance", "check_elbo_estimator", "check_entropy"]
 
 
 class CheckFailed(AssertionError):
@@ -50,6 +50,29 @@ def _compare(name: str, case: str, got: Tensor, expected: Tensor, rtol: float, a
         raise CheckFailed(f"{name} on {case}: element {i} is {g:.6g}, expected {e:.6g} "
                           f"(relative error {abs(g - e) / max(abs(e), 1e-30):.2e}, allowed {rtol:.0e}); "
                           f"{int(bad.sum())} of {bad.numel()} elements differ")
+
+
+def check_entropy(fn: Callable[[Tensor, float], Tensor]) -> None:
+    """Check ``fn(p, base)``: the entropy of a probability vector p (last dimension) in units of log ``base``.
+
+    Cases: the four-letter source (1/2, 1/4, 1/8, 1/8) has 1.75 bits; a uniform distribution over 8
+    symbols 3 bits; zero probabilities contribute nothing (0 log 0 = 0, the limit), so (1/2, 1/2, 0)
+    has 1 bit, not NaN; in nats (base e) a fair coin has log 2; a batch (B, K) gives B entropies.
+    Raises CheckFailed.
+    """
+    import math
+
+    name = "your entropy"
+    f64 = lambda values: torch.tensor(values, dtype=torch.float64)
+    cases = [
+        ("the four-letter source (1/2, 1/4, 1/8, 1/8), base 2", f64([0.5, 0.25, 0.125, 0.125]), 2, f64(1.75)),
+        ("a uniform distribution over 8 symbols, base 2", torch.full((8,), 1 / 8, dtype=torch.float64), 2, f64(3.0)),
+        ("(1/2, 1/2, 0), base 2: a zero probability must contribute 0, not NaN", f64([0.5, 0.5, 0.0]), 2, f64(1.0)),
+        ("a fair coin in nats (base e)", f64([0.5, 0.5]), math.e, f64(math.log(2))),
+        ("a batch of two distributions, shape (2, 2)", f64([[1.0, 0.0], [0.5, 0.5]]), 2, f64([0.0, 1.0])),
+    ]
+    for case, p, base, expected in cases:
+        _compare(name, case, _call(fn, name, p, base), expected, 1e-9, 1e-12)
 
 
 def check_gaussian_kl(fn: Callable[[Tensor, Tensor], Tensor]) -> None:
