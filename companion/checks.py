@@ -21,7 +21,7 @@ from .divergences import gaussian_kl
 
 __all__ = ["CheckFailed", "check_gaussian_kl", "check_kl_full_covariance", "check_elbo_estimator", "check_entropy",
            "check_laplace_nll", "check_linear_gaussian_elbo",
-           "check_score_function_estimator"]
+           "check_score_function_estimator", "check_log_mean_exp", "check_pca"]
 
 
 class CheckFailed(AssertionError):
@@ -146,6 +146,80 @@ def check_score_function_estimator(fn: Callable[..., Tensor]) -> None:
             raise CheckFailed(f"{name}: the average of 4000 estimates of {label} is {mean[i]:.3f}, but the exact "
                               f"gradient is {exact[i]:.3f} (standard error {stderr[i]:.3f}); check the score "
                               "d/dtheta log N(z; mu, sigma^2)")
+
+
+def check_log_mean_exp(fn: Callable[[Tensor, int], Tensor]) -> None:
+    """Check ``fn(a, dim)`` = log(mean(exp(a))) along ``dim``, stable for very negative and very large a.
+
+    Cases: small values against the direct formula; log-likelihood-sized values (around -1000 nats,
+    where exp underflows to 0 and a naive version returns -inf); large positive values (exp
+    overflows); a reduction over dim 0 of a (S, B) tensor. Raises CheckFailed.
+    """
+    import math
+
+    name = "your log_mean_exp"
+    f64 = lambda values: torch.tensor(values, dtype=torch.float64)
+    cases = [
+        ("a = (0, log 3) along dim -1: log((1 + 3) / 2) = log 2", f64([0.0, math.log(3.0)]), -1, f64(math.log(2.0))),
+        ("a = (-1000, -1001, -1002): exp underflows, the answer does not", f64([-1000.0, -1001.0, -1002.0]), -1,
+         f64(-1000.0 + math.log((1 + math.exp(-1) + math.exp(-2)) / 3))),
+        ("a = (800, 800): exp overflows, the answer is 800", f64([800.0, 800.0]), -1, f64(800.0)),
+        ("a of shape (3, 2) reduced over dim 0", f64([[0.0, -500.0], [0.0, -500.0], [0.0, -500.0]]), 0, f64([0.0, -500.0])),
+    ]
+    for case, a, dim, expected in cases:
+        _compare(name, case, _call(fn, name, a, dim), expected, 1e-12, 1e-12)
+
+
+def _call_pair(fn: Callable, name: str, *args) -> tuple[Tensor, Tensor]:
+    try:
+        out = fn(*args)
+    except NotImplementedError:
+        raise CheckFailed(f"{name} is not implemented yet: replace the `raise NotImplementedError` line with your code") from None
+    except Exception as error:
+        raise CheckFailed(f"{name} raised {type(error).__name__}: {error}") from error
+    if not (isinstance(out, tuple) and len(out) == 2 and all(torch.is_tensor(t) for t in out)):
+        raise CheckFailed(f"{name} should return a pair of tensors, got {type(out).__name__}")
+    return out
+
+
+def check_pca(fn: Callable[[Tensor, int], tuple[Tensor, Tensor]], data: Tensor | None = None) -> None:
+    """Check ``fn(x, k) -> (mean, components)``: PCA of the rows of x (N, D), components of shape (k, D).
+
+    The mean must be the column mean; the components must be orthonormal rows spanning the same
+    subspace as the top-k right singular vectors of the centred data (largest principal angle below
+    1e-4 radians, by ``scipy.linalg.subspace_angles``), in decreasing order of variance. Checked on a
+    random matrix with a known spectrum, and on ``data`` (rows flattened, float64) if given.
+    Raises CheckFailed.
+    """
+    from scipy.linalg import subspace_angles
+
+    name = "your pca"
+    g = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(20, 20, generator=g, dtype=torch.float64))
+    scales = torch.tensor([10.0, 7, 5, 3, 2] + [0.5] * 15, dtype=torch.float64)
+    synthetic = (torch.randn(500, 20, generator=g, dtype=torch.float64) * scales) @ basis.T + 3.0
+    cases = [("a 500 x 20 matrix with five dominant directions", synthetic, 3)]
+    if data is not None:
+        cases.append(("the data given", data.double().flatten(1), 5))
+    for label, x, k in cases:
+        mean, components = _call_pair(fn, name, x, k)
+        _compare(name, f"{label}: the mean", mean.double().reshape(-1), x.mean(0), 1e-9, 1e-9)
+        if tuple(components.shape) != (k, x.shape[1]):
+            raise CheckFailed(f"{name} on {label}: components have shape {tuple(components.shape)}, expected ({k}, {x.shape[1]})")
+        c = components.double()
+        identity = torch.eye(k, dtype=torch.float64)
+        if not torch.allclose(c @ c.T, identity, atol=1e-6):
+            raise CheckFailed(f"{name} on {label}: the components are not orthonormal rows "
+                              f"(C C^T differs from I by {(c @ c.T - identity).abs().max():.2e})")
+        centred = x - x.mean(0)
+        reference = torch.linalg.svd(centred, full_matrices=False).Vh[:k]
+        angle = subspace_angles(c.T.numpy(), reference.T.numpy()).max()
+        if angle > 1e-4:
+            raise CheckFailed(f"{name} on {label}: the components span a different subspace from the top-{k} principal "
+                              f"directions (largest principal angle {angle:.3g} rad); is the data centred first?")
+        variances = (centred @ c.T).var(0)
+        if not (variances[:-1] >= variances[1:] - 1e-9).all():
+            raise CheckFailed(f"{name} on {label}: components are not sorted by decreasing variance ({variances.tolist()})")
 
 
 def check_gaussian_kl(fn: Callable[[Tensor, Tensor], Tensor]) -> None:
