@@ -26,6 +26,13 @@ from torch import Tensor, nn
 __all__ = ["Likelihood", "Bernoulli", "Gaussian", "Laplace", "LIKELIHOODS", "make_likelihood"]
 
 
+def _positive(name: str, value: float) -> float:
+    """``value`` as a float; ValueError unless it is a positive finite number."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {value}")
+    return float(value)
+
+
 class Likelihood(nn.Module):
     """Base class: subclasses set ``num_params`` and implement ``_log_prob``, ``mean`` and ``sample``.
 
@@ -106,9 +113,7 @@ class Gaussian(Likelihood):
 
     def __init__(self, sigma: float = 1.0):
         super().__init__()
-        if not (math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be a positive number, got {sigma}")
-        self.sigma = float(sigma)
+        self.sigma = _positive("sigma", sigma)
 
     def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         mu = params[:, 0]
@@ -142,9 +147,7 @@ class Laplace(Likelihood):
 
     def __init__(self, scale: float = 1.0):
         super().__init__()
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive number, got {scale}")
-        self.scale = float(scale)
+        self.scale = _positive("scale", scale)
 
     def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         return -(x - params[:, 0]).abs() / self.scale - math.log(2 * self.scale)
