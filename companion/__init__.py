@@ -6,6 +6,8 @@ Modules, one per concept a chapter teaches:
 - ``likelihoods``: decoder likelihoods p(x|z) behind one interface;
 - ``divergences``: Gaussian KL divergences in closed form;
 - ``models``: the VAE (the GAN and the flow of Part IV go here too);
+- ``estimators``: score-function and pathwise gradient estimators;
+- ``evaluation``: estimates of the evidence log p(x) (naive, importance-sampled, grid);
 - ``training``: a model-agnostic trainer with checkpoints and history;
 - ``runs``: a VAE run from configuration to run directory (what the command line calls);
 - ``symbolic``: the sympy derivations that chapters state and tests reuse;

@@ -28,13 +28,18 @@ class CheckFailed(AssertionError):
     """A student's function disagrees with the reference; the message explains how."""
 
 
-def _call(fn: Callable, name: str, *args, **kwargs):
+def _invoke(fn: Callable, name: str, *args, **kwargs):
+    """Call the student's function, turning its exceptions into explanations."""
     try:
-        out = fn(*args, **kwargs)
+        return fn(*args, **kwargs)
     except NotImplementedError:
         raise CheckFailed(f"{name} is not implemented yet: replace the `raise NotImplementedError` line with your code") from None
     except Exception as error:
         raise CheckFailed(f"{name} raised {type(error).__name__}: {error}") from error
+
+
+def _call(fn: Callable, name: str, *args, **kwargs) -> Tensor:
+    out = _invoke(fn, name, *args, **kwargs)
     if not torch.is_tensor(out):
         raise CheckFailed(f"{name} returned {type(out).__name__}, expected a torch.Tensor")
     return out
@@ -171,12 +176,7 @@ def check_log_mean_exp(fn: Callable[[Tensor, int], Tensor]) -> None:
 
 
 def _call_pair(fn: Callable, name: str, *args) -> tuple[Tensor, Tensor]:
-    try:
-        out = fn(*args)
-    except NotImplementedError:
-        raise CheckFailed(f"{name} is not implemented yet: replace the `raise NotImplementedError` line with your code") from None
-    except Exception as error:
-        raise CheckFailed(f"{name} raised {type(error).__name__}: {error}") from error
+    out = _invoke(fn, name, *args)
     if not (isinstance(out, tuple) and len(out) == 2 and all(torch.is_tensor(t) for t in out)):
         raise CheckFailed(f"{name} should return a pair of tensors, got {type(out).__name__}")
     return out

@@ -65,22 +65,21 @@ def test_gaussian_nll_matches_the_companion_and_shows_its_weight_and_constant():
     assert sp.simplify(sp.diff(nll, symbolic.x, 2) - 1 / s**2) == 0  # the squared error is weighted by 1/(2 sigma^2)
     constant = nll.subs({symbolic.x: symbolic.mu})
     assert sp.simplify(constant - (sp.log(s) + sp.log(2 * sp.pi) / 2)) == 0
-    f = sp.lambdify((symbolic.x, symbolic.mu, s), nll, "math")
-    g = torch.Generator().manual_seed(1)
-    for sigma in (0.1, 1.0, 2.5):
-        xs, means = torch.rand(30, generator=g, dtype=torch.float64), torch.rand(30, generator=g, dtype=torch.float64)
-        ours = -Gaussian(sigma).log_prob(xs[:, None], means[:, None, None])
-        for a, m, o in zip(xs.tolist(), means.tolist(), ours.tolist()):
-            assert _close(f(a, m, sigma), o)
+    _assert_nll_matches(nll, s, Gaussian, scales=(0.1, 1.0, 2.5), sample=torch.rand, seed=1)
 
 
 def test_laplace_nll_matches_the_companion():
     b = sp.Symbol("b", positive=True)
-    f = sp.lambdify((symbolic.x, symbolic.mu, b), symbolic.laplace_nll(), "math")
-    g = torch.Generator().manual_seed(2)
-    for scale in (0.05, 1.0, 3.0):
-        xs, means = torch.randn(30, generator=g, dtype=torch.float64), torch.randn(30, generator=g, dtype=torch.float64)
-        ours = -Laplace(scale).log_prob(xs[:, None], means[:, None, None])
+    _assert_nll_matches(symbolic.laplace_nll(), b, Laplace, scales=(0.05, 1.0, 3.0), sample=torch.randn, seed=2)
+
+
+def _assert_nll_matches(nll, scale_symbol, likelihood, scales, sample, seed):
+    """The lambdified sympy NLL equals -likelihood(scale).log_prob on random values, per pixel, rel < 1e-10."""
+    f = sp.lambdify((symbolic.x, symbolic.mu, scale_symbol), nll, "math")
+    g = torch.Generator().manual_seed(seed)
+    for scale in scales:
+        xs, means = sample(30, generator=g, dtype=torch.float64), sample(30, generator=g, dtype=torch.float64)
+        ours = -likelihood(scale).log_prob(xs[:, None], means[:, None, None])
         for a, m, o in zip(xs.tolist(), means.tolist(), ours.tolist()):
             assert _close(f(a, m, scale), o)
 
