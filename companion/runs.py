@@ -120,7 +120,7 @@ def run_vae(run: VAERun, out: str | os.PathLike, *, data_root: str | os.PathLike
     last = history[-1] if history else {}
     metrics = {
         "dataset": run.dataset,
-        "model": f"vae-mlp-{'-'.join(map(str, run.model.hidden))}-z{run.model.latent_dim}",
+        "model": run.model.name,
         "likelihood": run.model.likelihood,
         "binarized": run.binarize,
         "epochs": len(history),

@@ -58,3 +58,103 @@ def test_estimators_agree_with_grid_integration(model_2d, images):
     assert ((importance.mean(1) - grid).abs() < 0.05).all()
     one_sample = evaluation.log_evidence_importance(model_2d, images, 1, 400, generator=g).mean(1)
     assert (one_sample < grid).all()  # Jensen: the one-sample bound (the ELBO) lies below log p(x)
+
+
+# --- the IWAE bound on a linear-Gaussian model whose evidence is known exactly --------------------
+# p(z) = N(0, I_2), p(x|z) = N(W z + b, s^2 I_4), W with orthogonal columns, so that the posterior
+# N(S W^T (x - b) / s^2, S), S = (I + W^T W / s^2)^-1, is diagonal and a linear encoder can be exact.
+
+SIGMA = 0.5
+
+
+def _linear_gaussian(exact_posterior: bool) -> tuple[VAE, torch.Tensor, torch.Tensor]:
+    model = VAE(VAEConfig(image_shape=(1, 2, 2), latent_dim=2, hidden=(), likelihood="gaussian",
+                          likelihood_options={"sigma": SIGMA})).double().eval()
+    w = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, -1.0]], dtype=torch.float64)  # orthogonal columns
+    b = torch.tensor([0.3, -0.2, 0.1, 0.4], dtype=torch.float64)
+    s = torch.linalg.inv(torch.eye(2, dtype=torch.float64) + w.T @ w / SIGMA**2)              # posterior covariance
+    dec, enc = model.decoder.net[0], model.encoder.net[0]
+    with torch.no_grad():
+        dec.weight.copy_(w), dec.bias.copy_(b)
+        enc.weight.zero_(), enc.bias.zero_()                                                  # q = prior unless exact
+        if exact_posterior:
+            enc.weight[:2] = s @ w.T / SIGMA**2
+            enc.bias[:2] = -(s @ w.T @ b) / SIGMA**2
+            enc.bias[2:] = torch.log(torch.diagonal(s))
+    cov = w @ w.T + SIGMA**2 * torch.eye(4, dtype=torch.float64)
+    x = torch.tensor([[0.5, 1.0, -0.3, 0.2], [2.0, -1.5, 1.0, 0.0]], dtype=torch.float64)
+    log_px = torch.distributions.MultivariateNormal(b, cov).log_prob(x)
+    return model, x.view(2, 1, 2, 2), log_px
+
+
+def test_iwae_equals_log_evidence_when_the_proposal_is_the_posterior():
+    model, x, log_px = _linear_gaussian(exact_posterior=True)
+    for k in (1, 7, 100):
+        torch.testing.assert_close(evaluation.iwae_bound(model, x, k), log_px, rtol=0, atol=1e-10)
+
+
+def test_iwae_is_below_the_evidence_and_tightens_with_k():
+    model, x, log_px = _linear_gaussian(exact_posterior=False)  # q(z|x) = p(z): a poor proposal
+    torch.manual_seed(0)
+    means = {}
+    for k in (1, 10, 100, 5000):
+        est = torch.stack([evaluation.iwae_bound(model, x, k, max_latents=3000) for _ in range(40)])  # (40, 2)
+        se = est.std(0) / math.sqrt(len(est))
+        means[k] = est.mean(0)
+        assert (means[k] <= log_px + 3 * se + 1e-9).all(), (k, means[k], log_px)          # a bound, up to MC error
+    assert (means[1] < means[10]).all() and (means[10] < means[100]).all() and (means[100] < means[5000]).all()
+    assert (log_px - means[5000]).abs().max() < 0.01 < (log_px - means[1]).abs().min()
+
+
+def test_iwae_bound_with_k_1_is_the_elbo_in_expectation():
+    model, x, _ = _linear_gaussian(exact_posterior=False)   # q(z|x) = p(z), so KL = 0 and the ELBO is exact:
+    w, b = model.decoder.net[0].weight, model.decoder.net[0].bias
+    residual = (x.flatten(1) - b).square().sum(1) + w.square().sum()   # E_z ||x - W z - b||^2, z ~ N(0, I)
+    elbo = -residual / (2 * SIGMA**2) - 4 * math.log(SIGMA) - 2 * math.log(2 * math.pi)
+    torch.manual_seed(1)
+    iwae_1 = torch.stack([evaluation.iwae_bound(model, x, 1) for _ in range(4000)])
+    se = iwae_1.std(0) / math.sqrt(len(iwae_1))
+    assert ((iwae_1.mean(0) - elbo).abs() < 4 * se).all(), (iwae_1.mean(0), elbo, se)
+    torch.testing.assert_close(model.elbo_terms(x)["kl"], torch.zeros(2, dtype=torch.float64))
+
+
+def test_iwae_chunking_does_not_change_the_result(model_2d, images):
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    w_one = evaluation.log_importance_weights(model_2d, images, 64, max_latents=10**6, generator=g1)
+    w_chunks = evaluation.log_importance_weights(model_2d, images, 64, max_latents=3 * 64, generator=g2)
+    assert w_one.shape == (3, 64) and torch.isfinite(w_one).all()
+    torch.testing.assert_close(w_one, w_chunks)
+
+
+def test_iwae_bad_input(model_2d, images):
+    with pytest.raises(ValueError, match="k and max_latents"):
+        evaluation.iwae_bound(model_2d, images, 0)
+    with pytest.raises(ValueError, match="expected a batch of images"):
+        evaluation.iwae_bound(model_2d, images[0], 5)
+    with pytest.raises(TypeError, match="uint8"):
+        evaluation.evaluate_nll(model_2d, images, k=2)
+
+
+def test_bits_per_dim():
+    assert evaluation.bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
+    assert evaluation.bits_per_dim(80.0, 784) == pytest.approx(0.1472, abs=1e-4)
+    with pytest.raises(ValueError):
+        evaluation.bits_per_dim(1.0, 0)
+
+
+def test_evaluate_nll_and_elbo_on_uint8_images(model_2d):
+    torch.manual_seed(3)
+    images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
+    result = evaluation.evaluate_nll(model_2d, images, k=50, binarize=False, max_latents=128)
+    again = evaluation.evaluate_nll(model_2d, images, k=50, binarize=False, max_latents=128)
+    assert result.log_px.shape == (10,) and torch.isfinite(result.log_px).all()
+    assert result.nll_nats == again.nll_nats                                       # seeded
+    assert result.bits_per_dim == pytest.approx(result.nll_nats / (784 * math.log(2)))
+    assert result.k == 50 and result.num_images == 10 and result.peak_memory_mb > 0
+    elbo = evaluation.evaluate_elbo(model_2d, images, binarize=False)
+    assert elbo["elbo"] == pytest.approx(elbo["reconstruction"] - elbo["kl"], abs=1e-3)
+    assert -result.nll_nats >= elbo["elbo"] - 1.0                                   # k = 50 is no worse than the ELBO
+    with pytest.raises(ValueError, match="split"):
+        from companion.data import ImageData
+        data = ImageData("mnist", "test", images, torch.zeros(10), images[:0], torch.zeros(0), images, torch.zeros(10))
+        evaluation.evaluate_elbo(model_2d, data, "validation")

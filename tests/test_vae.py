@@ -63,3 +63,38 @@ def test_wrong_latent_shape_raises_value_error():
 def test_bad_config_raises(kwargs):
     with pytest.raises(ValueError):
         VAE(VAEConfig(**kwargs))
+
+
+def test_conv_vae_shapes_and_names():
+    config = VAEConfig(latent_dim=8, hidden=(16, 32), architecture="conv")
+    model = VAE(config)
+    x = torch.rand(5, 1, 28, 28)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (5, 8)
+    assert model.decode(mu).shape == (5, 1, 1, 28, 28)
+    loss, terms = model.loss(x)
+    assert torch.isfinite(loss) and set(terms) == {"elbo", "reconstruction", "kl"}
+    assert config.name == "vae-conv-16-32-z8" and VAEConfig().name == "vae-mlp-400-z20"
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_conv_vae_rejects_sizes_it_cannot_mirror():
+    with pytest.raises(ValueError, match="divisible"):
+        VAEConfig(hidden=(16, 32, 64), architecture="conv")      # 28 is not divisible by 8
+    with pytest.raises(ValueError, match="architecture"):
+        VAEConfig(architecture="resnet")
+    with pytest.raises(ValueError, match="reduction"):
+        VAEConfig(reduction="batchmean")
+
+
+def test_mean_reduction_is_beta_times_d():
+    torch.manual_seed(0)
+    x = (torch.rand(6, 1, 28, 28) > 0.5).float()
+    mean_model = VAE(VAEConfig(reduction="mean", beta=0.5))
+    sum_model = VAE(VAEConfig(beta=0.5 * 784))
+    sum_model.load_state_dict(mean_model.state_dict())
+    torch.manual_seed(1)
+    loss_mean, _ = mean_model.loss(x)
+    torch.manual_seed(1)
+    loss_sum, _ = sum_model.loss(x)
+    torch.testing.assert_close(loss_mean * 784, loss_sum)

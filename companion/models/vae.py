@@ -13,7 +13,8 @@ bound on log p(x) of the whole image. ``beta`` weights the KL in the training lo
 reported is always the beta = 1 bound.
 
 See: Kingma & Welling (2014), "Auto-Encoding Variational Bayes"; Rezende, Mohamed & Wierstra (2014);
-Higgins et al. (2017) for beta; chapters "The evidence lower bound" and "Training a VAE".
+Higgins et al. (2017) for beta; chapters "The evidence lower bound", "Training a VAE" and "A
+convolutional VAE" (the ``conv`` architecture, after PyTorch-VAE, Subramanian 2020).
 """
 
 from __future__ import annotations
@@ -27,22 +28,34 @@ from torch import Tensor, nn
 from ..divergences import gaussian_kl
 from ..likelihoods import Likelihood, make_likelihood
 
-__all__ = ["VAEConfig", "MLPEncoder", "MLPDecoder", "VAE", "reparameterize"]
+__all__ = ["VAEConfig", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "VAE", "reparameterize",
+           "ARCHITECTURES", "REDUCTIONS"]
+
+ARCHITECTURES = ("mlp", "conv")
+REDUCTIONS = ("sum", "mean")
 
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """Settings of an MLP VAE. Serialised next to every result it produces.
+    """Settings of a VAE. Serialised next to every result it produces.
 
     Attributes:
         image_shape: (C, H, W) of the data; (1, 28, 28) for MNIST and Fashion-MNIST.
         latent_dim: Z, the size of z. 2 can be drawn as a plane; 20 is the usual MNIST choice
             (Kingma & Welling, 2014).
-        hidden: widths of the hidden layers of the encoder; the decoder mirrors them. (400,) is the
-            784-400-20 network of Kingma & Welling (2014) and of pytorch's examples/vae.
+        hidden: for "mlp", widths of the hidden layers of the encoder (the decoder mirrors them);
+            (400,) is the 784-400-20 network of Kingma & Welling (2014) and of pytorch's
+            examples/vae. For "conv", channels of the stride-2 convolutions, e.g. (32, 64): each
+            halves the image, so H and W must be divisible by 2 ** len(hidden).
         likelihood: a name registered in ``companion.likelihoods.LIKELIHOODS``.
         likelihood_options: keyword arguments for it, e.g. ``{"sigma": 0.1}`` for "gaussian".
         beta: weight of the KL in the loss (1 gives the ELBO; Higgins et al., 2017).
+        architecture: "mlp" (fully connected, ReLU) or "conv" (convolutions with batch norm and
+            LeakyReLU, the layout of PyTorch-VAE's vanilla VAE).
+        reduction: how the loss combines pixels. "sum" (the default) gives the negative ELBO per
+            image; "mean" divides the reconstruction term by D, the number of pixels, as
+            ``F.binary_cross_entropy(..., reduction="mean")`` does, which is the same as training
+            with beta multiplied by D (chapter "Training a VAE").
     """
 
     image_shape: tuple[int, ...] = (1, 28, 28)
@@ -51,6 +64,8 @@ class VAEConfig:
     likelihood: str = "bernoulli"
     likelihood_options: dict = field(default_factory=dict)
     beta: float = 1.0
+    architecture: str = "mlp"
+    reduction: str = "sum"
 
     def __post_init__(self):
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
@@ -61,6 +76,25 @@ class VAEConfig:
             raise ValueError(f"hidden widths must be >= 1, got {self.hidden}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        if self.architecture == "conv":
+            factor = 2 ** len(self.hidden)
+            if not self.hidden or any(side % factor for side in self.image_shape[1:]):
+                raise ValueError(f"the conv architecture needs at least one layer and image sides divisible by "
+                                 f"2 ** len(hidden) = {factor}; got hidden={self.hidden}, image_shape={self.image_shape}")
+
+    @property
+    def num_pixels(self) -> int:
+        """D, the number of dimensions of an image (C * H * W)."""
+        return math.prod(self.image_shape)
+
+    @property
+    def name(self) -> str:
+        """A short label, e.g. ``vae-mlp-400-z20`` or ``vae-conv-32-64-z16``."""
+        return f"vae-{self.architecture}-{'-'.join(map(str, self.hidden)) or 'linear'}-z{self.latent_dim}"
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -96,6 +130,58 @@ class MLPDecoder(nn.Module):
         return self.net(z).view(z.shape[0], *self.out_shape)  # (B, P*D) -> (B, P, C, H, W)
 
 
+class ConvEncoder(nn.Module):
+    """q(z|x) with convolutions: (B, C, H, W) -> mu (B, Z), logvar (B, Z).
+
+    Each layer is Conv2d(kernel 3, stride 2, padding 1) -> BatchNorm2d -> LeakyReLU, halving H and W,
+    then one linear layer maps the flattened features to mu and logvar: the encoder of PyTorch-VAE's
+    ``VanillaVAE`` (Subramanian, 2020) scaled to 28 x 28 images.
+    """
+
+    def __init__(self, image_shape: tuple[int, ...], channels: tuple[int, ...], latent_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = image_shape[0]
+        for c_out in channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU()]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        side = [s // 2 ** len(channels) for s in image_shape[1:]]
+        self.head = nn.Linear(c_in * math.prod(side), 2 * latent_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.head(self.features(x).flatten(1)).chunk(2, dim=1)  # (B, c*h*w) -> 2 x (B, Z)
+        return mu, logvar
+
+
+class ConvDecoder(nn.Module):
+    """z (B, Z) -> likelihood parameters (B, P, C, H, W) with transposed convolutions.
+
+    A linear layer makes a (channels[-1], H / 2^L, W / 2^L) feature map; each ConvTranspose2d(kernel
+    3, stride 2, padding 1, output padding 1) -> BatchNorm2d -> LeakyReLU doubles its sides, walking
+    the encoder's channels back; a last 3 x 3 convolution outputs P * C maps (PyTorch-VAE's
+    ``final_layer``, without its tanh, since the likelihood decides what the outputs mean).
+    """
+
+    def __init__(self, latent_dim: int, channels: tuple[int, ...], image_shape: tuple[int, ...], num_params: int):
+        super().__init__()
+        self.out_shape = (num_params, *image_shape)
+        self.side = tuple(s // 2 ** len(channels) for s in image_shape[1:])
+        self.first = channels[-1]
+        self.inp = nn.Linear(latent_dim, channels[-1] * math.prod(self.side))
+        layers: list[nn.Module] = []
+        widths = [*reversed(channels), channels[0]]
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1),
+                       nn.BatchNorm2d(c_out), nn.LeakyReLU()]
+        layers.append(nn.Conv2d(channels[0], num_params * image_shape[0], 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.inp(z).view(z.shape[0], self.first, *self.side)     # (B, c_L, H/2^L, W/2^L)
+        return self.net(h).view(z.shape[0], *self.out_shape)         # (B, P*C, H, W) -> (B, P, C, H, W)
+
+
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
     """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I): a sample of q(z|x) that gradients flow through.
 
@@ -109,7 +195,7 @@ def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 class VAE(nn.Module):
-    """A VAE with an MLP encoder and decoder and any registered likelihood.
+    """A VAE with an MLP or convolutional encoder and decoder and any registered likelihood.
 
     The trainer only calls ``loss``; everything else is for the chapters and the evaluation.
 
@@ -124,8 +210,12 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         self.likelihood = likelihood or make_likelihood(config.likelihood, **config.likelihood_options)
-        self.encoder = MLPEncoder(config.image_shape, config.hidden, config.latent_dim)
-        self.decoder = MLPDecoder(config.latent_dim, config.hidden, config.image_shape, self.likelihood.num_params)
+        if config.architecture == "conv":
+            self.encoder = ConvEncoder(config.image_shape, config.hidden, config.latent_dim)
+            self.decoder = ConvDecoder(config.latent_dim, config.hidden, config.image_shape, self.likelihood.num_params)
+        else:
+            self.encoder = MLPEncoder(config.image_shape, config.hidden, config.latent_dim)
+            self.decoder = MLPDecoder(config.latent_dim, config.hidden, config.image_shape, self.likelihood.num_params)
 
     @property
     def latent_dim(self) -> int:
@@ -163,14 +253,17 @@ class VAE(nn.Module):
         return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
     def loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Training loss: the batch mean of -(reconstruction - beta * kl), in nats per example.
+        """Training loss: the batch mean of -(reconstruction / s - beta * kl), in nats per example.
+
+        s is 1 for ``reduction="sum"`` (the negative ELBO when beta = 1) and D for "mean".
 
         Returns:
             ``(loss, terms)`` where terms holds the batch means of ``elbo``, ``reconstruction`` and
             ``kl`` (what the trainer logs).
         """
         terms = self.elbo_terms(x)
-        loss = -(terms["reconstruction"] - self.config.beta * terms["kl"]).mean()
+        scale = self.config.num_pixels if self.config.reduction == "mean" else 1
+        loss = -(terms["reconstruction"] / scale - self.config.beta * terms["kl"]).mean()
         return loss, {name: value.mean() for name, value in terms.items()}
 
     @torch.no_grad()
