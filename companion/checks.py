@@ -5,8 +5,7 @@ reference, and raises ``CheckFailed`` (an ``AssertionError``) whose message name
 expected and what came back. A function that still raises ``NotImplementedError`` (the stub of a
 student notebook) is reported as "not implemented yet".
 
-See: appendix "For instructors"; the exercises of chapters "The Gaussian KL in closed form" and
-"Training a VAE".
+See: appendix "For instructors"; the exercises of every chapter.
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ from .divergences import gaussian_kl
 
 __all__ = ["CheckFailed", "check_gaussian_kl", "check_kl_full_covariance", "check_elbo_estimator", "check_entropy",
            "check_laplace_nll", "check_linear_gaussian_elbo",
-           "check_score_function_estimator", "check_log_mean_exp", "check_pca"]
+           "check_score_function_estimator", "check_log_mean_exp", "check_pca",
+           "check_importance_weights", "check_equivalent_sigma"]
 
 
 class CheckFailed(AssertionError):
@@ -301,3 +301,68 @@ def check_elbo_estimator(fn: Callable, model, x: Tensor, seeds: int = 20) -> Non
         raise CheckFailed(f"{name} with k = 64: batch-mean ELBO {many.mean():.2f} nats, but the ELBO is "
                           f"{reference.mean():.2f} (gap {gap:+.2f}); is the KL subtracted once per image, and are "
                           "the k log-likelihoods averaged (not summed)?")
+
+
+def check_importance_weights(fn: Callable, model, x: Tensor, seeds: int = 20) -> None:
+    """Check ``fn(model, x, k)``: log importance weights log p(x|z_i) + log p(z_i) - log q(z_i|x), shape (B, k).
+
+    Cases: on ``evaluation.linear_gaussian_vae()`` with the encoder set to the true posterior every
+    weight equals log p(x) exactly (a wrong sign or a missing term breaks this); on ``model`` and
+    ``x`` the weights vary between samples, and their mean over samples and seeds is the ELBO
+    (``model.elbo_terms``) within 0.5 nats. Raises CheckFailed.
+    """
+    from .evaluation import linear_gaussian_vae
+
+    name = "your log_importance_weights"
+    exact, x_exact, log_px = linear_gaussian_vae(exact_posterior=True)
+    with torch.no_grad():
+        w = _call(fn, name, exact, x_exact, 5)
+        _compare(name, "the linear-Gaussian model whose encoder is the exact posterior (every weight is log p(x))",
+                 w, log_px[:, None].expand(2, 5), rtol=1e-6, atol=1e-6)
+        torch.manual_seed(0)
+        w = _call(fn, name, model, x, 50)
+        if tuple(w.shape) != (len(x), 50):
+            raise CheckFailed(f"{name}: returned shape {tuple(w.shape)} for {len(x)} images and k = 50, expected ({len(x)}, 50)")
+        if (w.std(1) == 0).all():
+            raise CheckFailed(f"{name}: all k weights of an image are equal on a trained model; is a new z drawn for each sample?")
+        torch.manual_seed(1)
+        reference = torch.stack([model.elbo_terms(x)["elbo"] for _ in range(4 * seeds)]).mean()
+        mean = torch.stack([_call(fn, name, model, x, 50).mean() for _ in range(seeds // 4 or 1)]).mean()
+    if abs(mean - reference) > 0.5:
+        raise CheckFailed(f"{name}: the mean log weight is {mean:.2f} nats but E_q[log w] is the ELBO, {reference:.2f}; "
+                          "check log q(z|x) (the density of the sample you drew) and the prior term")
+
+
+def check_equivalent_sigma(fn: Callable[[float, int], float]) -> None:
+    """Check ``fn(kld_weight, num_pixels)``: the sigma for which PyTorch-VAE's loss is the negative ELBO.
+
+    That loss is mean((x - x_hat)^2) + kld_weight * KL per image. With the returned sigma, the
+    gradient of the Gaussian negative ELBO, sum((x - x_hat)^2) / (2 sigma^2) + KL, must be the
+    loss's gradient times one positive constant, for random reconstructions and posteriors, several
+    weights and image sizes. Raises CheckFailed.
+    """
+    import math
+
+    name = "your equivalent_sigma"
+    generator = torch.Generator().manual_seed(0)
+    for weight, pixels in [(0.00025, 64 * 64 * 3), (128 / 60000, 784), (1.0, 784), (0.01, 10)]:
+        sigma = _invoke(fn, name, weight, pixels)
+        try:
+            sigma = float(sigma)
+        except (TypeError, ValueError):
+            raise CheckFailed(f"{name}({weight}, {pixels}) returned {sigma!r}, expected a number") from None
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise CheckFailed(f"{name}({weight}, {pixels}) returned {sigma}, expected a positive number")
+        x = torch.rand(pixels, generator=generator, dtype=torch.float64)
+        params = torch.randn(pixels + 4, generator=generator, dtype=torch.float64).requires_grad_()
+        x_hat, mu, logvar = params[:pixels], params[pixels:pixels + 2], params[pixels + 2:]
+        kl = gaussian_kl(mu[None], logvar[None])[0]
+        popular = (x - x_hat).square().mean() + weight * kl
+        elbo_loss = (x - x_hat).square().sum() / (2 * sigma**2) + kl
+        g_pop = torch.autograd.grad(popular, params, retain_graph=True)[0]
+        g_elbo = torch.autograd.grad(elbo_loss, params)[0]
+        ratio = g_elbo / g_pop
+        if not torch.allclose(ratio, ratio.mean().expand_as(ratio), rtol=1e-6):
+            raise CheckFailed(f"{name}({weight}, {pixels}) = {sigma:.6g}: the negative ELBO with this sigma weighs the KL "
+                              f"{(ratio[-4:].mean() / ratio[:pixels].mean()).item():.4g} times as much, relative to the squared "
+                              "error, as the popular loss does; match the ratio of the two weights")

@@ -27,11 +27,12 @@ import torch
 from torch import Tensor
 
 from .data import Batches, ImageData
-from .models.vae import VAE
+from .models.vae import VAE, VAEConfig
 from .training import _fixed_rng, evaluate
 
 __all__ = ["log_likelihood_matrix", "log_mean_exp", "log_evidence_prior", "log_evidence_importance", "log_evidence_grid",
-           "log_importance_weights", "iwae_bound", "evaluate_nll", "NLLResult", "bits_per_dim", "evaluate_elbo"]
+           "log_importance_weights", "iwae_bound", "evaluate_nll", "NLLResult", "bits_per_dim", "evaluate_elbo",
+           "linear_gaussian_vae"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -300,3 +301,38 @@ def log_evidence_grid(model: VAE, x: Tensor, points: int = 201, width: float = 1
         cell = (axis[1] - axis[0]) ** 2
         out.append(torch.logsumexp(log_joint, 0) + torch.log(cell))
     return torch.stack(out)
+
+
+def linear_gaussian_vae(exact_posterior: bool = True, sigma: float = 0.5) -> tuple[VAE, Tensor, Tensor]:
+    """A VAE whose evidence is known exactly, to test evidence estimators against (float64).
+
+    p(z) = N(0, I_2), p(x | z) = N(W z + b, sigma^2 I_4) with linear decoder and encoder (``hidden=()``,
+    images of shape (1, 2, 2)). W has orthogonal columns, so the true posterior
+    N(S W^T (x - b) / sigma^2, S) with S = (I + W^T W / sigma^2)^-1 is diagonal, and with
+    ``exact_posterior`` the encoder is set to it: then every importance weight equals p(x) and the
+    IWAE estimate is exact for any k. Otherwise the encoder returns the prior, a poor proposal.
+
+    Returns:
+        ``(model, x, log_px)``: the model in eval mode, two images x (2, 1, 2, 2) and their exact
+        log p(x) (2,) in nats, from ``torch.distributions.MultivariateNormal(b, W W^T + sigma^2 I)``.
+    See: chapter "Evaluating a VAE"; Burda et al. (2016).
+    """
+    model = VAE(VAEConfig(image_shape=(1, 2, 2), latent_dim=2, hidden=(), likelihood="gaussian",
+                          likelihood_options={"sigma": sigma})).double().eval()
+    f64 = dict(dtype=torch.float64)
+    w = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, -1.0]], **f64)      # orthogonal columns
+    b = torch.tensor([0.3, -0.2, 0.1, 0.4], **f64)
+    s = torch.linalg.inv(torch.eye(2, **f64) + w.T @ w / sigma**2)                    # posterior covariance
+    dec, enc = model.decoder.net[0], model.encoder.net[0]
+    with torch.no_grad():
+        dec.weight.copy_(w)
+        dec.bias.copy_(b)
+        enc.weight.zero_()
+        enc.bias.zero_()                                                               # q(z|x) = N(0, I)
+        if exact_posterior:
+            enc.weight[:2] = s @ w.T / sigma**2
+            enc.bias[:2] = -(s @ w.T @ b) / sigma**2
+            enc.bias[2:] = torch.log(torch.diagonal(s))
+    x = torch.tensor([[0.5, 1.0, -0.3, 0.2], [2.0, -1.5, 1.0, 0.0]], **f64)
+    log_px = torch.distributions.MultivariateNormal(b, w @ w.T + sigma**2 * torch.eye(4, **f64)).log_prob(x)
+    return model, x.view(2, 1, 2, 2), log_px

@@ -1,18 +1,28 @@
-"""Figures for the chapters: image grids (torchvision's make_grid), learning curves, latent manifolds.
+"""Figures for the chapters: image grids (torchvision's make_grid), learning curves, latent tools.
+
+Latent-space tools: ``encode_means`` (posterior means of a set of images), ``latent_scatter``
+(those means coloured by class), ``interpolate`` (decoded straight lines between two images' codes),
+``manifold_latents`` (a grid over a 2-D latent space), and ``LatentExplorer`` (ipywidgets sliders
+over z with the decoded image updating; a static picture where no kernel runs).
 
 See: chapter "Training a VAE".
 """
 
 from __future__ import annotations
 
+import io
 import os
 
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
+from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid, save_image
 
-__all__ = ["show_grid", "save_grid", "plot_history", "manifold_latents"]
+from .data import to_float
+
+__all__ = ["show_grid", "save_grid", "plot_history", "manifold_latents", "encode_means", "latent_scatter",
+           "interpolate", "LatentExplorer"]
 
 
 def _check_images(images: Tensor) -> Tensor:
@@ -81,3 +91,143 @@ def manifold_latents(n: int = 15, quantile: float = 0.05) -> Tensor:
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(quantile, 1 - quantile, n))
     z1, z2 = torch.meshgrid(q, q.flip(0), indexing="xy")
     return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)
+
+
+@torch.no_grad()
+def encode_means(model, images: Tensor, *, binarize: bool = False, batch_size: int = 1000) -> Tensor:
+    """Posterior means mu(x) of uint8 images (N, C, H, W), shape (N, Z), on the CPU.
+
+    Raises TypeError for images that are not uint8 and ValueError for the wrong image shape.
+    """
+    if images.dtype != torch.uint8:
+        raise TypeError(f"encode_means expects uint8 images, got {images.dtype}")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [model.encode(to_float(images[i:i + batch_size].to(device), binarize))[0].cpu()
+                 for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts)
+
+
+def latent_scatter(model, images: Tensor, labels: Tensor, classes: tuple[str, ...] | None = None, ax=None,
+                   binarize: bool = False, s: float = 3):
+    """Scatter the posterior means of ``images`` coloured by ``labels``.
+
+    For Z = 2 the axes are z_1 and z_2; for larger Z the means are projected on their first two
+    principal components (``torch.pca_lowrank``), which the axis labels say.
+
+    Arguments:
+        model: a VAE. images: uint8 (N, C, H, W). labels: (N,) class indices. classes: names for the legend.
+    Returns:
+        The axis. Raises ValueError if labels and images differ in number.
+    """
+    if len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images")
+    means = encode_means(model, images, binarize=binarize)
+    if means.shape[1] == 2:
+        points, names = means, ("$z_1$", "$z_2$")
+    else:
+        centred = means - means.mean(0)
+        _, _, v = torch.pca_lowrank(centred, q=2, center=False)
+        points, names = centred @ v, ("first principal component of $\\mu(x)$", "second principal component")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4.5))
+    scatter = ax.scatter(*points.T.numpy(), c=labels.cpu().numpy(), cmap="tab10", s=s, vmin=-0.5, vmax=9.5)
+    handles, values = scatter.legend_elements()
+    if classes is not None:
+        values = [classes[int(i)] for i in sorted(labels.unique().tolist())]
+    ax.legend(handles, values, fontsize=7, markerscale=0.8, loc="upper right", framealpha=0.8)
+    ax.set(xlabel=names[0], ylabel=names[1])
+    return ax
+
+
+@torch.no_grad()
+def interpolate(model, x_a: Tensor, x_b: Tensor, steps: int = 10) -> Tensor:
+    """Decode the straight line between the posterior means of two images.
+
+    Arguments:
+        model: a VAE. x_a, x_b: float images (C, H, W) or (1, C, H, W) in [0, 1]. steps: points (>= 2).
+    Returns:
+        (steps, C, H, W): the likelihood's mean at mu(x_a) + t (mu(x_b) - mu(x_a)), t from 0 to 1.
+    Raises:
+        ValueError: for steps < 2 or images of the wrong shape.
+    """
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    x = torch.stack([x_a.reshape(-1, *x_a.shape[-3:])[0], x_b.reshape(-1, *x_b.shape[-3:])[0]])
+    was_training = model.training
+    model.eval()
+    try:
+        mu, _ = model.encode(x.to(next(model.parameters()).device))
+        t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
+        return model.generate(z=mu[0] + t * (mu[1] - mu[0]))
+    finally:
+        model.train(was_training)
+
+
+class LatentExplorer:
+    """Sliders over latent coordinates; the decoded image updates as they move (ipywidgets).
+
+    ``show()`` displays the image for the starting z as an ordinary PNG output and the sliders below
+    it; moving a slider replaces that output (an IPython display handle). Where no kernel runs, in
+    the rendered book, the PNG stays as a static picture of the starting point.
+
+    Arguments:
+        model: a VAE. z0: the starting latent (Z,) (default: zeros, the prior's mode).
+        dims: which coordinates get sliders (default: all, up to 8). limit: sliders span [-limit, limit].
+        scale: pixels per image pixel in the picture.
+    Raises:
+        ValueError: for z0 of the wrong size or dims outside 0..Z-1.
+    See: chapter "Training a VAE".
+    """
+
+    def __init__(self, model, z0: Tensor | None = None, dims=None, limit: float = 3.0, scale: int = 6):
+        import ipywidgets as widgets
+
+        self.model, self.scale = model, scale
+        latent_dim = model.latent_dim
+        self.z = torch.zeros(latent_dim) if z0 is None else z0.detach().flatten().float().cpu().clone()
+        if self.z.shape != (latent_dim,):
+            raise ValueError(f"z0 must have {latent_dim} entries, got {tuple(self.z.shape)}")
+        self.dims = list(range(min(latent_dim, 8))) if dims is None else list(dims)
+        if any(not 0 <= d < latent_dim for d in self.dims):
+            raise ValueError(f"dims must lie in 0..{latent_dim - 1}, got {self.dims}")
+        self.sliders = [widgets.FloatSlider(value=float(self.z[d]), min=-limit, max=limit, step=0.05,
+                                            description=f"z[{d}]", continuous_update=True,
+                                            layout=widgets.Layout(width="320px")) for d in self.dims]
+        for d, slider in zip(self.dims, self.sliders):
+            slider.observe(lambda change, d=d: self._move(d, change["new"]), names="value")
+        self.handle = None
+
+    @torch.no_grad()
+    def image(self) -> Tensor:
+        """The decoded mean for the current z, shape (C, H, W), on the CPU."""
+        self.model.eval()
+        z = self.z.to(next(self.model.parameters()).device)[None]
+        return self.model.generate(z=z)[0].clamp(0, 1).cpu()
+
+    def png(self) -> bytes:
+        """The current image as PNG bytes, enlarged ``scale`` times (nearest neighbour)."""
+        picture = to_pil_image(self.image())
+        picture = picture.resize((picture.width * self.scale, picture.height * self.scale), resample=0)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def _move(self, d: int, value: float) -> None:
+        self.z[d] = value
+        if self.handle is not None:
+            from IPython.display import Image
+
+            self.handle.update(Image(self.png()))
+
+    def show(self) -> None:
+        """Display the picture and the sliders (in a notebook)."""
+        import ipywidgets as widgets
+        from IPython.display import Image, display
+
+        self.handle = display(Image(self.png()), display_id=True)
+        display(widgets.VBox(self.sliders))

@@ -1,10 +1,13 @@
 """companion.checks: each check accepts a correct implementation and explains typical mistakes."""
 
+import math
+
 import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from companion.checks import CheckFailed, check_elbo_estimator, check_gaussian_kl, check_kl_full_covariance
+from companion import checks, evaluation
 from companion.divergences import gaussian_kl
 from companion.models import VAE, VAEConfig, reparameterize
 
@@ -70,3 +73,34 @@ def test_elbo_estimator_check(model_and_batch):
         check_elbo_estimator(lambda m, x, k: m.likelihood.log_prob(x, m.decode(m.encode(x)[0])) - gaussian_kl(*m.encode(x)), model, x)
     with pytest.raises(CheckFailed, match="expected \\(16,\\)"):
         check_elbo_estimator(lambda m, x, k: k_sample_elbo(m, x, k).mean(), model, x)
+
+
+def _reference_log_weights(model, x, k):
+    return evaluation.log_importance_weights(model, x, k)
+
+
+def _log_weights_without_prior(model, x, k):
+    mu, logvar = model.encode(x)
+    eps = torch.randn(len(x), k, mu.shape[1], dtype=mu.dtype)
+    z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
+    log_q = torch.distributions.Normal(mu[:, None], torch.exp(0.5 * logvar)[:, None]).log_prob(z).sum(-1)
+    params = model.decode(z.flatten(0, 1))
+    log_lik = model.likelihood.log_prob(x.repeat_interleave(k, 0), params).view(len(x), k)
+    return log_lik - log_q
+
+
+def test_check_importance_weights():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=4, hidden=(32,))).eval()
+    x = torch.rand(6, 1, 28, 28).round()
+    checks.check_importance_weights(_reference_log_weights, model, x)
+    with pytest.raises(checks.CheckFailed, match="log p"):
+        checks.check_importance_weights(_log_weights_without_prior, model, x)
+
+
+def test_check_equivalent_sigma():
+    checks.check_equivalent_sigma(lambda w, d: math.sqrt(w * d / 2))
+    with pytest.raises(checks.CheckFailed, match="weighs the KL"):
+        checks.check_equivalent_sigma(lambda w, d: math.sqrt(w * d))
+    with pytest.raises(checks.CheckFailed, match="not implemented"):
+        checks.check_equivalent_sigma(lambda w, d: (_ for _ in ()).throw(NotImplementedError))

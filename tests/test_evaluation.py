@@ -60,31 +60,10 @@ def test_estimators_agree_with_grid_integration(model_2d, images):
     assert (one_sample < grid).all()  # Jensen: the one-sample bound (the ELBO) lies below log p(x)
 
 
-# --- the IWAE bound on a linear-Gaussian model whose evidence is known exactly --------------------
-# p(z) = N(0, I_2), p(x|z) = N(W z + b, s^2 I_4), W with orthogonal columns, so that the posterior
-# N(S W^T (x - b) / s^2, S), S = (I + W^T W / s^2)^-1, is diagonal and a linear encoder can be exact.
+# --- the IWAE bound on a linear-Gaussian model whose evidence is known exactly -------------------
 
 SIGMA = 0.5
-
-
-def _linear_gaussian(exact_posterior: bool) -> tuple[VAE, torch.Tensor, torch.Tensor]:
-    model = VAE(VAEConfig(image_shape=(1, 2, 2), latent_dim=2, hidden=(), likelihood="gaussian",
-                          likelihood_options={"sigma": SIGMA})).double().eval()
-    w = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0], [0.0, -1.0]], dtype=torch.float64)  # orthogonal columns
-    b = torch.tensor([0.3, -0.2, 0.1, 0.4], dtype=torch.float64)
-    s = torch.linalg.inv(torch.eye(2, dtype=torch.float64) + w.T @ w / SIGMA**2)              # posterior covariance
-    dec, enc = model.decoder.net[0], model.encoder.net[0]
-    with torch.no_grad():
-        dec.weight.copy_(w), dec.bias.copy_(b)
-        enc.weight.zero_(), enc.bias.zero_()                                                  # q = prior unless exact
-        if exact_posterior:
-            enc.weight[:2] = s @ w.T / SIGMA**2
-            enc.bias[:2] = -(s @ w.T @ b) / SIGMA**2
-            enc.bias[2:] = torch.log(torch.diagonal(s))
-    cov = w @ w.T + SIGMA**2 * torch.eye(4, dtype=torch.float64)
-    x = torch.tensor([[0.5, 1.0, -0.3, 0.2], [2.0, -1.5, 1.0, 0.0]], dtype=torch.float64)
-    log_px = torch.distributions.MultivariateNormal(b, cov).log_prob(x)
-    return model, x.view(2, 1, 2, 2), log_px
+_linear_gaussian = evaluation.linear_gaussian_vae
 
 
 def test_iwae_equals_log_evidence_when_the_proposal_is_the_posterior():
