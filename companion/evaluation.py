@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .data import Batches, ImageData
+from .data import Batches, ImageData, to_float
 from .models.vae import VAE, VAEConfig
 from .training import _fixed_rng, evaluate
 
@@ -202,7 +202,8 @@ def evaluate_nll(model: VAE, images: Tensor, k: int = 5000, *, binarize: bool = 
         model: a trained VAE (put in eval mode here and restored afterwards).
         images: uint8 images (N, C, H, W) on any device (moved to the model's).
         k: importance samples per image (5000 in Burda et al., 2016).
-        binarize: draw one binarisation of the images (seeded by ``seed``), for models of binarised data.
+        binarize: draw one binarisation of the images (seeded by ``seed``, the same for every k), for
+            models of binarised data.
         seed: seeds the binarisation and the samples; torch's generators are restored afterwards.
         max_latents: latents decoded at once, the memory knob: memory grows with it times the
             decoder's activations per latent (4096 keeps an MLP decoder near 100 MB; a convolutional
@@ -221,13 +222,17 @@ def evaluate_nll(model: VAE, images: Tensor, k: int = 5000, *, binarize: bool = 
     device = next(model.parameters()).device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    if images.dtype != torch.uint8:
+        raise TypeError(f"evaluate_nll expects uint8 images, got {images.dtype}")
     group = max(1, max_latents // k)
-    batches = Batches(images.to(device), group, binarize=binarize)
     was_training, start = model.training, time.perf_counter()
     model.eval()
     try:
         with _fixed_rng(seed, device):
-            parts = [iwae_bound(model, x, k, max_latents) for x in tqdm(batches, disable=not progress, desc=f"IWAE k={k}")]
+            # One binarisation of the whole set first, so that it is the same whatever k (and group) is.
+            x_all = to_float(images.to(device), binarize)
+            parts = [iwae_bound(model, x_all[i:i + group], k, max_latents)
+                     for i in tqdm(range(0, len(x_all), group), disable=not progress, desc=f"IWAE k={k}")]
     finally:
         model.train(was_training)
     log_px = torch.cat(parts).double().cpu()
