@@ -90,13 +90,13 @@ REGISTRY: dict[str, Experiment] = {
         "MLP VAE 784-400-2, binarised MNIST, 50 epochs (the 2-D latent manifold); IWAE k = 1000",
         "Training a VAE", _mnist(2, (400,), 50), iwae_k=1000, snapshot_epochs=(1, 5, 20, 50)),
     "vae-mlp-fashion": Experiment(
-        "MLP VAE 784-400-20, binarised Fashion-MNIST, 20 epochs; IWAE k = 50",
-        "A convolutional VAE", _mnist(20, (400,), 20, dataset="fashion-mnist"), iwae_k=50,
-        snapshot_epochs=(1, 20)),
+        "MLP VAE 784-400-20, binarised Fashion-MNIST, 10 epochs; IWAE k = 50",
+        "A convolutional VAE", _mnist(20, (400,), 10, dataset="fashion-mnist"), iwae_k=50,
+        snapshot_epochs=(1, 10)),
     "vae-conv-fashion": Experiment(
-        "Conv VAE (32-64 channels, batch norm, PyTorch-VAE layout), binarised Fashion-MNIST, 20 epochs; IWAE k = 50",
-        "A convolutional VAE", _mnist(20, (32, 64), 20, dataset="fashion-mnist", architecture="conv"), iwae_k=50,
-        snapshot_epochs=(1, 20), max_latents=1024),
+        "Conv VAE (32-64 channels, batch norm, PyTorch-VAE layout), binarised Fashion-MNIST, 10 epochs; IWAE k = 50",
+        "A convolutional VAE", _mnist(20, (32, 64), 10, dataset="fashion-mnist", architecture="conv"), iwae_k=50,
+        snapshot_epochs=(1, 10), max_latents=1024),
 }
 
 
