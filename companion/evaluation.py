@@ -112,7 +112,8 @@ def log_importance_weights(model: VAE, x: Tensor, k: int, max_latents: int = 163
     (b, z_dim), device = mu.shape, mu.device
     out = torch.empty(b, k, dtype=mu.dtype, device=device)
     step = max(1, max_latents // b)                                         # samples per image per chunk
-    for start in range(0, k, step):
+    step = -(-k // -(-k // step))   # equal chunks (5000 -> 2 x 2500, not 4096 + 904): same-sized temporaries
+    for start in range(0, k, step):                                         # are reused, the heap stays flat
         c = min(step, k - start)
         if generator is None:
             eps = torch.randn(b, c, z_dim, dtype=mu.dtype, device=device)
@@ -144,9 +145,10 @@ def iwae_bound(model: VAE, x: Tensor, k: int, max_latents: int = 16384,
     if k < 1 or max_latents < 1:
         raise ValueError(f"k and max_latents must be >= 1, got {k}, {max_latents}")
     group = max(1, max_latents // k)
-    parts = [log_mean_exp(log_importance_weights(model, x[i:i + group], k, max_latents, generator))
-             for i in range(0, len(x), group)]
-    return torch.cat(parts)
+    out = torch.empty(len(x), dtype=x.dtype, device=x.device)   # preallocated: see log_likelihood_matrix
+    for i in range(0, len(x), group):
+        out[i:i + group] = log_mean_exp(log_importance_weights(model, x[i:i + group], k, max_latents, generator))
+    return out
 
 
 def bits_per_dim(nats: float | Tensor, num_dims: int) -> float | Tensor:
@@ -231,11 +233,11 @@ def evaluate_nll(model: VAE, images: Tensor, k: int = 5000, *, binarize: bool = 
         with _fixed_rng(seed, device):
             # One binarisation of the whole set first, so that it is the same whatever k (and group) is.
             x_all = to_float(images.to(device), binarize)
-            parts = [iwae_bound(model, x_all[i:i + group], k, max_latents)
-                     for i in tqdm(range(0, len(x_all), group), disable=not progress, desc=f"IWAE k={k}")]
+            log_px = torch.empty(len(x_all), dtype=torch.float64)
+            for i in tqdm(range(0, len(x_all), group), disable=not progress, desc=f"IWAE k={k}"):
+                log_px[i:i + group] = iwae_bound(model, x_all[i:i + group], k, max_latents).double().cpu()
     finally:
         model.train(was_training)
-    log_px = torch.cat(parts).double().cpu()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - start

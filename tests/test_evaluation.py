@@ -82,7 +82,7 @@ def test_iwae_is_below_the_evidence_and_tightens_with_k():
         means[k] = est.mean(0)
         assert (means[k] <= log_px + 3 * se + 1e-9).all(), (k, means[k], log_px)          # a bound, up to MC error
     assert (means[1] < means[10]).all() and (means[10] < means[100]).all() and (means[100] < means[5000]).all()
-    assert (log_px - means[5000]).abs().max() < 0.01 < (log_px - means[1]).abs().min()
+    assert (log_px - means[5000]).abs().max() < 0.03 < 1.0 < (log_px - means[1]).abs().min()
 
 
 def test_iwae_bound_with_k_1_is_the_elbo_in_expectation():
