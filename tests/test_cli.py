@@ -70,3 +70,36 @@ def test_load_run_refuses_a_mismatched_checkpoint(data_root, tmp_path):
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="does not match"):
         load_run(out)
+
+
+def test_reproduce_list_and_unknown_names(capsys):
+    from companion.reproduce import REGISTRY, load_results, results_dir
+
+    assert main(["reproduce", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in REGISTRY) and "vae-mlp-mnist" in REGISTRY
+    assert main(["reproduce", "no-such-run"]) == 2
+    assert "no experiment named 'no-such-run'" in capsys.readouterr().err
+    with pytest.raises(KeyError):
+        results_dir("no-such-run")
+
+
+@pytest.mark.slow
+def test_reproduce_writes_results_with_provenance(data_root, tmp_path, capsys):
+    from companion.reproduce import load_results
+
+    assert load_results("vae-mlp-mnist-z2", tmp_path) is None
+    status = main(["reproduce", "vae-mlp-mnist-z2", "--results", str(tmp_path), "--epochs", "1", "--iwae-k", "3",
+                   "--device", "cpu", "--data-root", str(data_root), "--no-progress"])
+    assert status == 0 and "bits/dim" in capsys.readouterr().out
+    recorded = load_results("vae-mlp-mnist-z2", tmp_path)
+    m = recorded["metrics"]
+    for key in ("dataset", "model", "test_elbo", "test_nll_nats", "iwae_k", "test_bits_per_dim", "device", "wall_time_s",
+                "commit", "torch", "iwae_peak_memory_mb", "train_nll_nats_first"):
+        assert key in m, key
+    assert m["dataset"] == "mnist" and m["model"] == "vae-mlp-400-z2" and m["iwae_k"] == 3 and m["registered"] is False
+    assert m["test_nll_nats"] < -m["test_elbo"] + 1.0          # k = 3 is at least about as tight as the ELBO
+    assert m["test_bits_per_dim"] == pytest.approx(m["test_nll_nats"] / (784 * 0.6931471805599453))
+    assert len(recorded["history"]) == 1 and recorded["config"]["model"]["latent_dim"] == 2
+    for name in ("samples.png", "reconstructions.png", "manifold.png", "samples_epoch_001.png", "checkpoint.pt"):
+        assert (tmp_path / "vae-mlp-mnist-z2" / name).is_file(), name
