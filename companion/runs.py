@@ -113,10 +113,13 @@ def run_vae(run: VAERun, out: str | os.PathLike, *, data_root: str | os.PathLike
         data = ImageData(**{k: (v.to(trainer.device) if torch.is_tensor(v) else v) for k, v in vars(data).items()})
     _write_json(out / "config.json", asdict(run))
     train = Batches(data.train, run.batch_size, shuffle=True, binarize=run.binarize)
-    val = Batches(data.val, 1000, binarize=run.binarize) if len(data.val) else None
+    # Evaluation batches: a convolutional decoder keeps 28 x 28 feature maps per image (about 100 MB
+    # per layer for 1000 images), so it gets smaller batches to stay within Binder's 2 GB.
+    eval_batch = 1000 if run.model.architecture == "mlp" else 200
+    val = Batches(data.val, eval_batch, binarize=run.binarize) if len(data.val) else None
     history = trainer.fit(train, val, resume=resume, on_epoch_end=on_epoch_end)
 
-    test = evaluate(trainer.model, Batches(data.test, 1000, binarize=run.binarize))
+    test = evaluate(trainer.model, Batches(data.test, eval_batch, binarize=run.binarize))
     last = history[-1] if history else {}
     metrics = {
         "dataset": run.dataset,
