@@ -1,4 +1,4 @@
-"""Command line: ``python -m companion {train,data} ...``.
+"""Command line: ``python -m companion {train,reproduce,assignments,data} ...``.
 
     python -m companion train vae --dataset mnist --latent-dim 20 --epochs 10 --out runs/mnist-z20
     python -m companion reproduce --list
@@ -26,12 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model and write a run directory")
     models = train.add_subparsers(dest="model", required=True)
-    vae = models.add_parser("vae", help="an MLP VAE", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                            description="Train an MLP VAE; writes config.json, history.json, checkpoint.pt, "
+    vae = models.add_parser("vae", help="a VAE (MLP or convolutional)", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                            description="Train a VAE; writes config.json, history.json, checkpoint.pt, "
                                         "metrics.json (test_elbo in nats per example) and PNG grids to --out.")
     vae.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
     vae.add_argument("--latent-dim", type=int, default=20, help="size of z")
-    vae.add_argument("--hidden", type=int, nargs="+", default=[400], help="hidden widths of the encoder (decoder mirrors)")
+    vae.add_argument("--hidden", type=int, nargs="+", default=[400],
+                     help="hidden widths of the encoder (decoder mirrors); for --architecture conv, the channels")
+    vae.add_argument("--architecture", choices=["mlp", "conv"], default="mlp",
+                     help="fully connected, or convolutions with batch norm (PyTorch-VAE layout)")
+    vae.add_argument("--reduction", choices=["sum", "mean"], default="sum",
+                     help="sum the reconstruction term over pixels (the ELBO) or average it (beta times D)")
     vae.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default="bernoulli")
     vae.add_argument("--sigma", type=float, default=None, help="sigma of the gaussian likelihood (data in [0, 1])")
     vae.add_argument("--beta", type=float, default=1.0, help="weight of the KL term in the loss")
@@ -96,7 +101,8 @@ def _train_vae(args) -> int:
         binarize=args.binarize,
         batch_size=args.batch_size,
         model=VAEConfig(latent_dim=args.latent_dim, hidden=tuple(args.hidden), likelihood=args.likelihood,
-                        likelihood_options=options, beta=args.beta),
+                        likelihood_options=options, beta=args.beta, architecture=args.architecture,
+                        reduction=args.reduction),
         train=TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device),
     )
     m = run_vae(run, args.out, data_root=args.data_root, resume=args.resume, progress=args.progress)
@@ -177,5 +183,5 @@ def main(argv: list[str] | None = None) -> int:
             return _reproduce(args)
         return _data(args)
     except (DataNotFoundError, ValueError, TypeError, KeyError, VerificationError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error.args[0] if isinstance(error, KeyError) and error.args else error}", file=sys.stderr)
         return 2
