@@ -7,11 +7,13 @@ Modules, one per concept a chapter teaches:
 - ``divergences``: Gaussian KL divergences in closed form;
 - ``models``: the VAE (the GAN and the flow of Part IV go here too);
 - ``estimators``: score-function and pathwise gradient estimators;
-- ``evaluation``: estimates of the evidence log p(x) (naive, importance-sampled, grid);
+- ``evaluation``: estimates of the evidence log p(x) (naive, importance-sampled, grid), the batched
+  IWAE test NLL, bits per dimension, the ELBO on any split;
 - ``training``: a model-agnostic trainer with checkpoints and history;
 - ``runs``: a VAE run from configuration to run directory (what the command line calls);
+- ``reproduce``: the registry of named full runs recorded in ``book/results/``;
 - ``symbolic``: the sympy derivations that chapters state and tests reuse;
-- ``plots``: image grids, learning curves, latent manifolds;
+- ``plots``: image grids, learning curves, latent manifolds, scatter, interpolation, the latent explorer;
 - ``course``: the setup call of every chapter (quick/full switch, device, seed);
 - ``checks``: checks students run on their own implementations, with explanations;
 - ``assignments``: student versions, autograder material and grading, from the chapters.
