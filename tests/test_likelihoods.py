@@ -89,3 +89,83 @@ def test_unknown_likelihood_name():
 def test_base_class_is_abstract():
     with pytest.raises(NotImplementedError):
         Likelihood().log_prob(torch.zeros(1, 2), torch.zeros(1, 1, 2))
+
+
+# --- the continuous Bernoulli ---------------------------------------------------------------------
+
+from companion.likelihoods import ContinuousBernoulli, continuous_bernoulli_log_normalizer, continuous_bernoulli_mean
+
+CB_LOGITS = [-30.0, -5.0, -1.0, -0.051, -0.049, -0.01, 0.0, 0.01, 0.049, 0.051, 0.7, 3.0, 9.21, 30.0]
+
+
+def _sympy_cb():
+    import sympy as sp
+
+    x, t = sp.symbols("x theta", positive=True)
+    density = t**x * (1 - t) ** (1 - x)
+    normaliser = 1 / sp.integrate(density, (x, 0, 1))                 # C(theta)
+    mean = sp.integrate(x * density, (x, 0, 1)) * normaliser
+    return t, normaliser, mean
+
+
+def test_continuous_bernoulli_matches_sympy_in_float64():
+    import sympy as sp
+
+    t, normaliser, mean = _sympy_cb()
+    for l in CB_LOGITS:
+        if l == 0.0:
+            expected_c, expected_m = math.log(2), 0.5           # the uniform density, the limit theta -> 1/2
+        else:
+            theta = sp.Rational(1) / (1 + sp.exp(-sp.nsimplify(l)))
+            expected_c = float(sp.log(normaliser.subs(t, theta)).evalf(30))
+            expected_m = float(mean.subs(t, theta).evalf(30))
+        logit = torch.tensor(l, dtype=torch.float64)
+        assert continuous_bernoulli_log_normalizer(logit).item() == pytest.approx(expected_c, rel=1e-10, abs=1e-12), l
+        assert continuous_bernoulli_mean(logit).item() == pytest.approx(expected_m, rel=1e-10, abs=1e-12), l
+
+
+def test_continuous_bernoulli_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.tensor([-8.0, -2.0, -0.5, 0.5, 2.0, 8.0], dtype=torch.float64).view(6, 1, 1)
+    x = torch.rand(6, 1, generator=g, dtype=torch.float64)
+    reference = torch.distributions.ContinuousBernoulli(logits=logits[:, 0])
+    torch.testing.assert_close(ContinuousBernoulli().log_prob(x, logits), reference.log_prob(x).sum(1), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ContinuousBernoulli().mean(logits), reference.mean, rtol=1e-10, atol=1e-10)
+
+
+def test_continuous_bernoulli_density_integrates_to_one():
+    x = torch.linspace(0, 1, 200_001, dtype=torch.float64)
+    for l in (-20.0, -0.02, 0.0, 1.5, 20.0):
+        params = torch.full((len(x), 1, 1), l, dtype=torch.float64)
+        density = ContinuousBernoulli().log_prob(x[:, None], params).exp()
+        assert torch.trapezoid(density, x).item() == pytest.approx(1.0, abs=1e-6), l
+
+
+def test_continuous_bernoulli_means_reported_in_the_seed():
+    """The seed (000) reports means 0.8915 at theta = 0.9999 and 0.9373 at theta = 0.9999999. The second
+    is a float32 result: 0.9999999 rounds to 0.99999988 in float32, whose logit is 15.94, not 16.12."""
+    means = {}
+    for dtype in (torch.float32, torch.float64):
+        theta = torch.tensor([0.9999, 0.9999999], dtype=dtype)
+        means[dtype] = continuous_bernoulli_mean(torch.log(theta) - torch.log1p(-theta)).tolist()
+    assert means[torch.float32][0] == pytest.approx(0.8915, abs=5e-5) and means[torch.float64][0] == pytest.approx(0.8915, abs=5e-5)
+    assert means[torch.float32][1] == pytest.approx(0.9373, abs=5e-5)
+    assert means[torch.float64][1] == pytest.approx(0.93796, abs=5e-5)
+
+
+def test_continuous_bernoulli_is_finite_for_extreme_logits_in_float32():
+    logits = torch.tensor([-1e6, -100.0, -1e-6, 0.0, 1e-6, 100.0, 1e6]).view(7, 1, 1)
+    x = torch.tensor([[0.0], [0.3], [0.5], [1.0], [0.9], [1.0], [0.0]])
+    lik = ContinuousBernoulli()
+    for value in (lik.log_prob(x, logits), lik.mean(logits), lik.sample(logits)):
+        assert torch.isfinite(value).all()
+    mean = lik.mean(logits).flatten()
+    assert (mean >= 0).all() and (mean <= 1).all() and mean[3] == 0.5
+
+
+def test_continuous_bernoulli_samples_have_the_mean():
+    torch.manual_seed(0)
+    logits = torch.tensor([-30.0, -5.0, -0.01, 0.0, 3.0, 30.0]).view(6, 1, 1).expand(6, 1, 40_000)
+    samples = ContinuousBernoulli().sample(logits)
+    assert samples.shape == (6, 40_000) and (samples >= 0).all() and (samples <= 1).all()
+    torch.testing.assert_close(samples.mean(1), ContinuousBernoulli().mean(logits[:, :, :1])[:, 0], rtol=0, atol=0.01)
