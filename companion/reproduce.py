@@ -155,9 +155,10 @@ def reproduce(name: str, root: str | os.PathLike | None = None, *, device: str =
             save_grid(trainer.model.generate(z=fixed_z.to(trainer.device)), out / f"samples_epoch_{epoch:03d}.png", nrow=16)
             trainer.model.train()
 
-    metrics = run_vae(run, out, data_root=data_root, progress=progress, on_epoch_end=snapshot)
-    model, _, _, _ = load_run(out, device=resolve_device(device))
-    data = load_dataset(run.dataset, data_root, device=next(model.parameters()).device, val_size=run.val_size)
+    where = resolve_device(device)
+    data = load_dataset(run.dataset, data_root, device=where, val_size=run.val_size)   # once, for training and evaluation
+    metrics = run_vae(run, out, data=data, progress=progress, on_epoch_end=snapshot)
+    model, _, _, _ = load_run(out, device=where)
     start = time.perf_counter()
     test = evaluate_nll(model, data.test, k, binarize=run.binarize, max_latents=max_latents, progress=progress)
     n = min(experiment.gap_images, len(data.train))

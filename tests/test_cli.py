@@ -73,7 +73,7 @@ def test_load_run_refuses_a_mismatched_checkpoint(data_root, tmp_path):
 
 
 def test_reproduce_list_and_unknown_names(capsys):
-    from companion.reproduce import REGISTRY, load_results, results_dir
+    from companion.reproduce import REGISTRY, results_dir
 
     assert main(["reproduce", "--list"]) == 0
     listed = capsys.readouterr().out
