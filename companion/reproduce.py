@@ -72,7 +72,7 @@ class Experiment:
     max_latents: int = 4096
 
 
-def _mnist(latent_dim: int, hidden: tuple[int, ...], epochs: int, dataset: str = "mnist", **model) -> VAERun:
+def _binarised_run(latent_dim: int, hidden: tuple[int, ...], epochs: int, dataset: str = "mnist", **model) -> VAERun:
     return VAERun(dataset=dataset, binarize=True, batch_size=128,
                   model=VAEConfig(latent_dim=latent_dim, hidden=hidden, **model),
                   train=TrainConfig(epochs=epochs, lr=1e-3, seed=0))
@@ -81,21 +81,21 @@ def _mnist(latent_dim: int, hidden: tuple[int, ...], epochs: int, dataset: str =
 REGISTRY: dict[str, Experiment] = {
     "vae-mlp-mnist": Experiment(
         "MLP VAE 784-500-500-50, dynamically binarised MNIST, 120 epochs; IWAE k = 5000 (target <= 90 nats)",
-        "Evaluating a VAE", _mnist(50, (500, 500), 120), iwae_k=5000,
+        "Evaluating a VAE", _binarised_run(50, (500, 500), 120), iwae_k=5000,
         curve_ks=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000), snapshot_epochs=(1, 10, 50, 120)),
     "vae-mlp-mnist-z20": Experiment(
         "MLP VAE 784-400-20 (Kingma & Welling's network), binarised MNIST, 50 epochs; IWAE k = 1000",
-        "Training a VAE", _mnist(20, (400,), 50), iwae_k=1000, snapshot_epochs=(1, 5, 20, 50)),
+        "Training a VAE", _binarised_run(20, (400,), 50), iwae_k=1000, snapshot_epochs=(1, 5, 20, 50)),
     "vae-mlp-mnist-z2": Experiment(
         "MLP VAE 784-400-2, binarised MNIST, 50 epochs (the 2-D latent manifold); IWAE k = 1000",
-        "Training a VAE", _mnist(2, (400,), 50), iwae_k=1000, snapshot_epochs=(1, 5, 20, 50)),
+        "Training a VAE", _binarised_run(2, (400,), 50), iwae_k=1000, snapshot_epochs=(1, 5, 20, 50)),
     "vae-mlp-fashion": Experiment(
         "MLP VAE 784-400-20, binarised Fashion-MNIST, 10 epochs; IWAE k = 50",
-        "A convolutional VAE", _mnist(20, (400,), 10, dataset="fashion-mnist"), iwae_k=50,
+        "A convolutional VAE", _binarised_run(20, (400,), 10, dataset="fashion-mnist"), iwae_k=50,
         snapshot_epochs=(1, 10)),
     "vae-conv-fashion": Experiment(
         "Conv VAE (32-64 channels, batch norm, PyTorch-VAE layout), binarised Fashion-MNIST, 10 epochs; IWAE k = 50",
-        "A convolutional VAE", _mnist(20, (32, 64), 10, dataset="fashion-mnist", architecture="conv"), iwae_k=50,
+        "A convolutional VAE", _binarised_run(20, (32, 64), 10, dataset="fashion-mnist", architecture="conv"), iwae_k=50,
         snapshot_epochs=(1, 10), max_latents=1024),
 }
 
