@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser("reproduce", help="run a named full-scale experiment into book/results/NAME",
                               description="Train and evaluate a registered experiment (--list shows them); writes "
                                           "metrics.json, history.json, config.json and PNG figures to book/results/NAME.")
-    rep.add_argument("name", nargs="?", help="the experiment")
+    rep.add_argument("name", nargs="*", help="experiments to run, in order: names or globs such as 'sweep-*'")
     rep.add_argument("--list", action="store_true", help="list the registered experiments and exit")
     rep.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, ...")
     rep.add_argument("--data-root", default=None)
@@ -116,18 +116,28 @@ def _train_vae(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .reproduce import describe, reproduce, results_dir
+    from .reproduce import describe, matching, reproduce, results_dir
 
     if args.list or not args.name:
         print(describe())
         return 0
-    m = reproduce(args.name, args.results, device=args.device, data_root=args.data_root, epochs=args.epochs,
-                  iwae_k=args.iwae_k, max_latents=args.max_latents, progress=args.progress)
-    print(f"{m['model']} on {m['dataset']}: {m['epochs']} epochs on {m['device']} in {m['wall_time_s']:.1f} s")
-    print(f"test ELBO {m['test_elbo']:.2f} nats; test NLL (IWAE, k = {m['iwae_k']}) {m['test_nll_nats']:.2f} nats "
-          f"= {m['test_bits_per_dim']:.4f} bits/dim; evaluation {m['iwae_wall_time_s']:.1f} s, "
-          f"peak memory {m['iwae_peak_memory_mb']:.0f} MB ({m['iwae_memory_kind']})")
-    print(f"wrote {results_dir(args.name, args.results)}")
+    for name in matching(args.name):
+        m = reproduce(name, args.results, device=args.device, data_root=args.data_root, epochs=args.epochs,
+                      iwae_k=args.iwae_k, max_latents=args.max_latents, progress=args.progress)
+        print(f"{name}: {m['epochs']} epochs on {m['device']} in {m['wall_time_s']:.1f} s")
+        if "test_accuracy" in m:
+            print(f"test accuracy {m['test_accuracy']:.4f}")
+        if "diverged" in m:
+            print(f"diverged: {m['diverged']}")
+        if "test_elbo" in m:
+            print(f"test ELBO {m['test_elbo']:.2f} nats; {m['active_units']} active units")
+        if "test_nll_nats" in m:
+            print(f"test NLL (IWAE, k = {m['iwae_k']}) {m['test_nll_nats']:.2f} nats "
+                  f"= {m['test_bits_per_dim']:.4f} bits/dim; evaluation {m['iwae_wall_time_s']:.1f} s, "
+                  f"peak memory {m['iwae_peak_memory_mb']:.0f} MB ({m['iwae_memory_kind']})")
+        if "frechet_mean" in m:
+            print(f"classifier Frechet distance {m['frechet_mean']:.2f} (means), {m['frechet_params']:.2f} (parameters)")
+        print(f"wrote {results_dir(name, args.results)}")
     return 0
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["gaussian_kl", "gaussian_kl_diag"]
+__all__ = ["gaussian_kl", "gaussian_kl_per_dim", "gaussian_kl_diag"]
 
 
 def _check_pair(a: Tensor, b: Tensor, names: str) -> None:
@@ -41,8 +41,18 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
         ValueError: if the shapes differ or the inputs are scalars.
     See: Kingma & Welling (2014), appendix B; chapter "The Gaussian KL in closed form".
     """
+    return gaussian_kl_per_dim(mu, logvar).sum(-1)
+
+
+def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
+    """The terms of ``gaussian_kl`` before the sum: KL of each latent dimension, shape of ``mu``, in nats.
+
+    Averaged over data, KL_j measures how much dimension j is used; a dimension with KL_j near 0
+    is inactive (collapsed to the prior). Raises ValueError like ``gaussian_kl``.
+    See: chapter "beta-VAE, blur and posterior collapse".
+    """
     _check_pair(mu, logvar, "mu and logvar")
-    return 0.5 * (mu.square() + torch.expm1(logvar) - logvar).sum(-1)
+    return 0.5 * (mu.square() + torch.expm1(logvar) - logvar)
 
 
 def gaussian_kl_diag(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ from .data import Batches, ImageData, to_float
 from .models.vae import VAE, VAEConfig
 from .training import _fixed_rng, evaluate
 
-__all__ = ["log_likelihood_matrix", "log_mean_exp", "log_evidence_prior", "log_evidence_importance", "log_evidence_grid",
+__all__ = ["log_likelihood_matrix", "latent_usage", "log_mean_exp", "log_evidence_prior", "log_evidence_importance", "log_evidence_grid",
            "log_importance_weights", "iwae_bound", "evaluate_nll", "NLLResult", "bits_per_dim", "evaluate_elbo",
            "linear_gaussian_vae"]
 
@@ -267,6 +267,41 @@ def evaluate_elbo(model: VAE, data: ImageData | Tensor, split: str = "test", *, 
 
 
 @torch.no_grad()
+@torch.no_grad()
+def latent_usage(model: VAE, images: Tensor, *, binarize: bool = True, seed: int = 0, batch_size: int = 1000,
+                 threshold: float = 0.01) -> dict:
+    """How much each latent dimension is used: its average KL and its activity.
+
+    Arguments:
+        model: a VAE. images: uint8 images (N, C, H, W). binarize: seeded dynamic binarisation.
+        threshold: a dimension u is *active* when A_u = Cov_x(E_q[z_u | x]) > threshold (Burda et
+            al., 2016, section 5.2, with 0.01): an inactive dimension's posterior mean does not move
+            with x, so it carries no information about the image.
+    Returns:
+        ``{"kl_per_dim": [Z floats, nats], "activity": [Z floats], "active_units": int}``; the
+        entries of ``kl_per_dim`` sum to the average KL of the ELBO.
+    See: chapter "beta-VAE, blur and posterior collapse".
+    """
+    from .divergences import gaussian_kl_per_dim
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    mus, kls = [], []
+    try:
+        with _fixed_rng(seed, device):
+            for start in range(0, len(images), batch_size):
+                mu, logvar = model.encode(to_float(images[start:start + batch_size].to(device), binarize))
+                mus.append(mu.double().cpu())
+                kls.append(gaussian_kl_per_dim(mu, logvar).double().sum(0).cpu())
+    finally:
+        model.train(was_training)
+    mu = torch.cat(mus)
+    activity = mu.var(0)
+    return {"kl_per_dim": (torch.stack(kls).sum(0) / len(mu)).tolist(), "activity": activity.tolist(),
+            "active_units": int((activity > threshold).sum())}
+
+
 def log_evidence_importance(model: VAE, x: Tensor, samples: int, repeats: int = 1,
                             generator: torch.Generator | None = None) -> Tensor:
     """Importance-sampling estimates of log p(x) with the encoder q(z|x) as proposal: shape (B, repeats).

@@ -9,8 +9,10 @@ decoder also predicts sigma, ...). The likelihood turns ``params`` into
 - ``sample(params)``: a draw x ~ p(x | z), same shape.
 
 Adding a likelihood means writing a subclass and registering it in ``LIKELIHOODS``; the VAE and the
-trainer do not change. The chapters of Part III add the continuous Bernoulli, Beta, Laplace and the
-learned and optimal sigma family this way.
+trainer do not change. Part III of the book adds the continuous Bernoulli, the Beta and the Gaussian
+sigma family (fixed, learned global, learned per pixel, predicted, optimal per pixel, optimal per
+image) this way; a likelihood may own trainable parameters (a learned sigma), which the optimiser
+then trains with the network.
 
 See: chapter "From likelihoods to losses"; chapter "Training a VAE".
 """
@@ -23,8 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Likelihood", "Bernoulli", "ContinuousBernoulli", "Gaussian", "Laplace", "LIKELIHOODS", "make_likelihood",
-           "continuous_bernoulli_log_normalizer", "continuous_bernoulli_mean"]
+__all__ = ["Likelihood", "Bernoulli", "ContinuousBernoulli", "Beta", "Gaussian", "GaussianLearnedSigma",
+           "GaussianPixelSigma", "GaussianPredictedSigma", "GaussianOptimalPixelSigma", "GaussianOptimalImageSigma",
+           "Laplace", "LIKELIHOODS", "make_likelihood", "continuous_bernoulli_log_normalizer", "continuous_bernoulli_mean",
+           "gaussian_log_density"]
 
 
 def _positive(name: str, value: float) -> float:
@@ -96,12 +100,43 @@ class Bernoulli(Likelihood):
         return torch.bernoulli(self.mean(params))
 
 
-class Gaussian(Likelihood):
+def gaussian_log_density(x: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
+    """log N(x; mu, sigma^2) per element, in nats: -(x - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2.
+
+    Takes log sigma rather than sigma so that a learned or predicted sigma is never divided by zero.
+    Arguments broadcast against each other. See: chapter "The Gaussian decoder's sigma".
+    """
+    return -0.5 * (x - mu).square() * torch.exp(-2 * log_sigma) - log_sigma - 0.5 * math.log(2 * math.pi)
+
+
+class _GaussianFamily(Likelihood):
+    """Gaussian pixels whose mean is the decoder's first output; subclasses say where sigma comes from.
+
+    ``log_sigma(x, params)`` returns log sigma, broadcastable to x. ``mean`` is mu; ``sample`` adds
+    sigma-scaled noise where sigma does not depend on x (for the optimal-sigma variants, which need x
+    to define sigma, ``sample`` returns mu).
+    """
+
+    def log_sigma(self, x: Tensor | None, params: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        return gaussian_log_density(x, params[:, 0], self.log_sigma(x, params))
+
+    def mean(self, params: Tensor) -> Tensor:
+        return params[:, 0]
+
+    def sample(self, params: Tensor) -> Tensor:
+        mu = params[:, 0]
+        return mu + torch.exp(self.log_sigma(None, params)) * torch.randn_like(mu)
+
+
+class Gaussian(_GaussianFamily):
     """Gaussian pixels with a fixed standard deviation ``sigma``; the decoder outputs the mean.
 
     log p(x) = -(x - mu)^2 / (2 sigma^2) - log sigma - log(2 pi)/2 per pixel: the squared error
-    weighted by 1/(2 sigma^2) plus a constant. A fixed sigma is a beta-VAE in disguise (chapter
-    "The Gaussian decoder's sigma").
+    weighted by 1/(2 sigma^2) plus a constant. A fixed sigma is a beta-VAE in disguise, with
+    beta = 2 sigma^2 relative to the plain squared error (chapter "The Gaussian decoder's sigma").
 
     Arguments:
         sigma: standard deviation in data units (pixels in [0, 1]); must be positive.
@@ -116,19 +151,150 @@ class Gaussian(Likelihood):
         super().__init__()
         self.sigma = _positive("sigma", sigma)
 
-    def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
-        mu = params[:, 0]
-        return -0.5 * (x - mu).square() / self.sigma**2 - math.log(self.sigma) - 0.5 * math.log(2 * math.pi)
-
-    def mean(self, params: Tensor) -> Tensor:
-        return params[:, 0]
-
-    def sample(self, params: Tensor) -> Tensor:
-        mu = params[:, 0]
-        return mu + self.sigma * torch.randn_like(mu)
+    def log_sigma(self, x, params):
+        return torch.tensor(math.log(self.sigma), dtype=params.dtype, device=params.device)
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"
+
+
+class GaussianLearnedSigma(_GaussianFamily):
+    """One sigma for every pixel of every image, learned with the network (a trainable log sigma).
+
+    The ELBO's gradient in log sigma is zero at sigma^2 = the mean squared error, so training drives
+    sigma towards the current reconstruction error; as reconstructions improve, sigma shrinks and
+    the effective beta (2 sigma^2) falls with it.
+
+    Arguments:
+        sigma: the initial sigma (default 1). min_sigma: a floor (default 1e-3), applied as
+            sigma = min_sigma + exp(log_sigma) so that sigma can never reach 0.
+    Raises:
+        ValueError: for a non-positive sigma or min_sigma.
+    See: Rybkin et al. (2021), section 3; chapter "The Gaussian decoder's sigma".
+    """
+
+    num_params = 1
+
+    def __init__(self, sigma: float = 1.0, min_sigma: float = 1e-3):
+        super().__init__()
+        self.min_sigma = _positive("min_sigma", min_sigma)
+        self.raw = nn.Parameter(torch.tensor(math.log(max(_positive("sigma", sigma) - min_sigma, 1e-6))))
+
+    def log_sigma(self, x, params):
+        return torch.log(self.min_sigma + torch.exp(self.raw.to(params.dtype)))
+
+    @property
+    def sigma(self) -> float:
+        """The current sigma, a Python float."""
+        return float(self.min_sigma + torch.exp(self.raw.detach()))
+
+
+class GaussianPixelSigma(_GaussianFamily):
+    """A learned sigma per pixel, shared by all images (a trainable tensor of shape ``image_shape``).
+
+    On MNIST the border pixels are always 0, so their sigma can fall until the floor: the floor
+    bounds log p(x) from above (-log(min_sigma) - log(2 pi)/2 per pixel, 5.99 nats for 1e-3).
+
+    Arguments:
+        image_shape: (C, H, W); the VAE passes its own. sigma: initial value. min_sigma: the floor.
+    Raises:
+        ValueError: for non-positive sigmas.
+    See: chapter "The Gaussian decoder's sigma".
+    """
+
+    num_params = 1
+    needs_image_shape = True
+
+    def __init__(self, image_shape: tuple[int, ...] = (1, 28, 28), sigma: float = 1.0, min_sigma: float = 1e-3):
+        super().__init__()
+        self.min_sigma = _positive("min_sigma", min_sigma)
+        start = math.log(max(_positive("sigma", sigma) - min_sigma, 1e-6))
+        self.raw = nn.Parameter(torch.full(tuple(image_shape), start))
+
+    def log_sigma(self, x, params):
+        return torch.log(self.min_sigma + torch.exp(self.raw.to(params.dtype)))
+
+    @property
+    def sigma(self) -> Tensor:
+        """The current sigmas, shape ``image_shape`` (detached)."""
+        return self.min_sigma + torch.exp(self.raw.detach())
+
+
+class GaussianPredictedSigma(_GaussianFamily):
+    """The decoder predicts sigma per pixel and per image: params[:, 0] is mu, params[:, 1] a raw scale.
+
+    sigma = min_sigma + softplus(raw), so the decoder can express certainty (small sigma) and
+    doubt (large sigma) for each pixel of each image. ``num_params`` is 2.
+
+    Arguments:
+        min_sigma: the floor (default 1e-3).
+    Raises:
+        ValueError: for a non-positive floor.
+    See: Rybkin et al. (2021); chapter "The Gaussian decoder's sigma".
+    """
+
+    num_params = 2
+
+    def __init__(self, min_sigma: float = 1e-3):
+        super().__init__()
+        self.min_sigma = _positive("min_sigma", min_sigma)
+
+    def log_sigma(self, x, params):
+        return torch.log(self.min_sigma + F.softplus(params[:, 1]))
+
+
+class GaussianOptimalPixelSigma(_GaussianFamily):
+    """sigma set, pixel by pixel, to its maximum-likelihood value |x - mu|, with a floor.
+
+    Substituting sigma_d = |x_d - mu_d| gives log p = -log|x_d - mu_d| - 1/2 - log(2 pi)/2 per
+    pixel: a loss that rewards perfect pixels without bound (the floor caps the reward at
+    -log(min_sigma)). It is not a likelihood (sigma depends on x) and ``sample`` returns mu.
+
+    Arguments:
+        min_sigma: the floor (default 1e-3).
+    Raises:
+        ValueError: for a non-positive floor.
+    See: chapter "The Gaussian decoder's sigma" (the derivation and its instability).
+    """
+
+    num_params = 1
+
+    def __init__(self, min_sigma: float = 1e-3):
+        super().__init__()
+        self.min_sigma = _positive("min_sigma", min_sigma)
+
+    def log_sigma(self, x, params):
+        if x is None:
+            return torch.tensor(-math.inf, dtype=params.dtype, device=params.device)
+        return torch.log((x - params[:, 0]).abs().clamp_min(self.min_sigma))
+
+
+class GaussianOptimalImageSigma(_GaussianFamily):
+    """One sigma per image at its maximum-likelihood value, sigma^2 = ||x - mu||^2 / D: the sigma-VAE.
+
+    Substituting gives log p(x) = -(D/2) log(||x - mu||^2 / D) - D/2 - (D/2) log(2 pi): the
+    logarithm of the summed squared error, the "optimal sigma" loss of Rybkin et al. (2021).
+    sigma is floored at ``min_sigma``. Not a likelihood in the strict sense (sigma depends on x);
+    ``sample`` returns mu.
+
+    Arguments:
+        min_sigma: the floor (default 1e-3).
+    Raises:
+        ValueError: for a non-positive floor.
+    See: Rybkin, Daniilidis & Levine (2021); chapter "The Gaussian decoder's sigma".
+    """
+
+    num_params = 1
+
+    def __init__(self, min_sigma: float = 1e-3):
+        super().__init__()
+        self.min_sigma = _positive("min_sigma", min_sigma)
+
+    def log_sigma(self, x, params):
+        if x is None:
+            return torch.tensor(-math.inf, dtype=params.dtype, device=params.device)
+        mse = (x - params[:, 0]).square().flatten(1).mean(1).clamp_min(self.min_sigma**2)
+        return (0.5 * torch.log(mse)).view(-1, *([1] * (x.dim() - 1)))
 
 
 class Laplace(Likelihood):
@@ -234,13 +400,79 @@ class ContinuousBernoulli(Likelihood):
         return torch.where(small, u, closed).clamp(0, 1)   # near l = 0 the density is nearly uniform
 
 
+class Beta(Likelihood):
+    """Beta pixels on (0, 1), parameterised by a mean and a concentration so that it trains.
+
+    The decoder outputs two numbers per pixel: a logit for the mean m and a raw concentration.
+    alpha = m kappa and beta = (1 - m) kappa, so m = alpha / (alpha + beta) is the mean and
+    kappa = alpha + beta sets the variance, m (1 - m) / (kappa + 1): the same mean with a larger
+    kappa is a narrower density. Three limits keep it finite on data with exact 0s and 1s, such as
+    MNIST's always-black border:
+
+    - the data are squeezed into [eps, 1 - eps] by x' = eps + (1 - 2 eps) x before evaluating, and
+      the log-Jacobian log(1 - 2 eps) per pixel is added, so ``log_prob`` is still a density on [0, 1];
+    - the mean is kept in [eps, 1 - eps] (a sigmoid rescaled to that interval);
+    - kappa = min_concentration + (max_concentration - min_concentration) sigmoid(raw), bounded.
+
+    Without the bounds, a pixel that is always 0 lets alpha -> 0 with the density at x' = eps
+    growing without limit; the ELBO then diverges (the chapter shows it).
+
+    Arguments:
+        eps: the squeeze, default 1/512 (half a grey level). min_concentration, max_concentration:
+            bounds on kappa (default 0.5 and 1000).
+    Raises:
+        ValueError: unless 0 < eps < 1/2 and 0 < min_concentration < max_concentration.
+    See: chapter "The Beta likelihood"; torch.distributions.Beta (the tests compare with it).
+    """
+
+    num_params = 2
+
+    def __init__(self, eps: float = 1 / 512, min_concentration: float = 0.5, max_concentration: float = 1000.0):
+        super().__init__()
+        if not 0 < eps < 0.5:
+            raise ValueError(f"eps must be in (0, 1/2), got {eps}")
+        if not 0 < min_concentration < max_concentration or not math.isfinite(max_concentration):
+            raise ValueError(f"need 0 < min_concentration < max_concentration < inf, got {min_concentration}, {max_concentration}")
+        self.eps, self.min_concentration, self.max_concentration = float(eps), float(min_concentration), float(max_concentration)
+
+    def alpha_beta(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """(alpha, beta) per pixel, each of shape (B, *event_shape)."""
+        m = self.eps + (1 - 2 * self.eps) * torch.sigmoid(params[:, 0])
+        kappa = self.min_concentration + (self.max_concentration - self.min_concentration) * torch.sigmoid(params[:, 1])
+        return m * kappa, (1 - m) * kappa
+
+    def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        a, b = self.alpha_beta(params)
+        y = self.eps + (1 - 2 * self.eps) * x
+        log_beta_function = torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
+        return (a - 1) * torch.log(y) + (b - 1) * torch.log1p(-y) - log_beta_function + math.log(1 - 2 * self.eps)
+
+    def mean(self, params: Tensor) -> Tensor:
+        a, b = self.alpha_beta(params)
+        return ((a / (a + b) - self.eps) / (1 - 2 * self.eps)).clamp(0, 1)
+
+    def sample(self, params: Tensor) -> Tensor:
+        a, b = self.alpha_beta(params)
+        y = torch.distributions.Beta(a, b).sample()
+        return ((y - self.eps) / (1 - 2 * self.eps)).clamp(0, 1)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}, concentration in [{self.min_concentration}, {self.max_concentration}]"
+
+
 #: Registered likelihoods by name (the ``--likelihood`` choices).
-LIKELIHOODS: dict[str, type[Likelihood]] = {"bernoulli": Bernoulli, "continuous-bernoulli": ContinuousBernoulli,
-                                             "gaussian": Gaussian, "laplace": Laplace}
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    "bernoulli": Bernoulli, "continuous-bernoulli": ContinuousBernoulli, "beta": Beta,
+    "gaussian": Gaussian, "gaussian-learned": GaussianLearnedSigma, "gaussian-pixel": GaussianPixelSigma,
+    "gaussian-predicted": GaussianPredictedSigma, "gaussian-optimal-pixel": GaussianOptimalPixelSigma,
+    "gaussian-optimal-image": GaussianOptimalImageSigma, "laplace": Laplace}
 
 
-def make_likelihood(name: str, **options) -> Likelihood:
+def make_likelihood(name: str, image_shape: tuple[int, ...] | None = None, **options) -> Likelihood:
     """Build a registered likelihood by name, e.g. ``make_likelihood("gaussian", sigma=0.1)``.
+
+    ``image_shape`` is passed on to the likelihoods that need it (a learned sigma per pixel) and
+    ignored by the others.
 
     Raises:
         ValueError: for an unknown name.
@@ -248,4 +480,7 @@ def make_likelihood(name: str, **options) -> Likelihood:
     """
     if name not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}")
-    return LIKELIHOODS[name](**options)
+    cls = LIKELIHOODS[name]
+    if getattr(cls, "needs_image_shape", False) and image_shape is not None:
+        options.setdefault("image_shape", tuple(image_shape))
+    return cls(**options)

@@ -34,14 +34,14 @@ from pathlib import Path
 
 import torch
 
-from .data import load_dataset
-from .evaluation import evaluate_elbo, evaluate_nll
+from .data import load_dataset, to_float
+from .evaluation import evaluate_elbo, evaluate_nll, latent_usage
 from .models.vae import VAEConfig
 from .plots import save_grid
-from .runs import VAERun, load_run, run_vae
+from .runs import VAERun, _device_name, git_commit, load_run, run_vae
 from .training import TrainConfig, _write_json, resolve_device
 
-__all__ = ["Experiment", "REGISTRY", "reproduce", "results_dir", "load_results"]
+__all__ = ["Experiment", "ClassifierExperiment", "REGISTRY", "reproduce", "results_dir", "load_results", "matching"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 
@@ -59,6 +59,11 @@ class Experiment:
         curve_ks: values of k for ``iwae_curve.json`` (empty: no curve). curve_images: images it uses.
         snapshot_epochs: epochs after which fixed latents are decoded into ``samples_epoch_NNN.png``.
         max_latents: latents decoded at once in the IWAE evaluation (see ``evaluate_nll``).
+        frechet: score 10,000 samples from the prior against the test set by the classifier Frechet
+            distance (``companion.frechet``; needs the dataset's recorded classifier).
+
+    ``iwae_k = 0`` skips the IWAE evaluation (for likelihoods whose values are not comparable, or
+    sweeps scored by the Frechet distance).
     """
 
     description: str
@@ -70,12 +75,46 @@ class Experiment:
     curve_images: int = 500
     snapshot_epochs: tuple[int, ...] = ()
     max_latents: int = 4096
+    frechet: bool = False
 
 
-def _binarised_run(latent_dim: int, hidden: tuple[int, ...], epochs: int, dataset: str = "mnist", **model) -> VAERun:
-    return VAERun(dataset=dataset, binarize=True, batch_size=128,
+@dataclass(frozen=True)
+class ClassifierExperiment:
+    """The classifier behind the Frechet distance of a dataset (``companion.frechet``).
+
+    Writes ``classifier.pt`` (its weights, kept in git: chapters load them in quick mode) and
+    ``metrics.json`` (test and validation accuracy, epochs, device, wall time, commit).
+    """
+
+    description: str
+    chapter: str
+    dataset: str
+    epochs: int
+    run = None
+
+
+def _binarised_run(latent_dim: int, hidden: tuple[int, ...], epochs: int, dataset: str = "mnist",
+                   binarize: bool = True, **model) -> VAERun:
+    return VAERun(dataset=dataset, binarize=binarize, batch_size=128,
                   model=VAEConfig(latent_dim=latent_dim, hidden=hidden, **model),
                   train=TrainConfig(epochs=epochs, lr=1e-3, seed=0))
+
+
+def _grey_run(likelihood: str, epochs: int = 20, beta: float = 1.0, **options) -> VAERun:
+    """Part III's runs: the 784-400-20 MLP VAE on grey-level MNIST (not binarised)."""
+    return _binarised_run(20, (400,), epochs, binarize=False, likelihood=likelihood, likelihood_options=options, beta=beta)
+
+
+#: The beta sweep of chapter "Is the continuous Bernoulli better?" (and its rate-distortion use).
+SWEEP_BETAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+#: The fixed sigmas that make up the tuned beta-VAE of chapter "The Gaussian decoder's sigma".
+FIXED_SIGMAS = (0.05, 0.1, 0.2, 0.4, 0.707)
+#: The betas of the rate-distortion curve of chapter "beta-VAE, blur and posterior collapse".
+RD_BETAS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def _label(x: float) -> str:
+    return f"{x:g}"
 
 
 REGISTRY: dict[str, Experiment] = {
@@ -97,7 +136,56 @@ REGISTRY: dict[str, Experiment] = {
         "Conv VAE (32-64 channels, batch norm, PyTorch-VAE layout), binarised Fashion-MNIST, 10 epochs; IWAE k = 50",
         "A convolutional VAE", _binarised_run(20, (32, 64), 10, dataset="fashion-mnist", architecture="conv"), iwae_k=50,
         snapshot_epochs=(1, 10), max_latents=1024),
+    "classifier-mnist": ClassifierExperiment(
+        "CNN classifier of MNIST digits (features for the classifier Frechet distance), 5 epochs",
+        "Is the continuous Bernoulli better?", "mnist", 5),
+    "classifier-fashion-mnist": ClassifierExperiment(
+        "CNN classifier of Fashion-MNIST (features for the classifier Frechet distance), 10 epochs",
+        "Is the continuous Bernoulli better?", "fashion-mnist", 10),
+    **{f"sweep-{lik}-beta{_label(b)}": Experiment(
+        f"784-400-20 VAE, {lik} likelihood on grey-level MNIST, beta = {b:g}, 20 epochs; classifier Frechet distance",
+        "Is the continuous Bernoulli better?", _grey_run(lik, beta=b), iwae_k=0, frechet=True)
+       for lik in ("bernoulli", "continuous-bernoulli") for b in SWEEP_BETAS},
+    "beta-likelihood-mnist": Experiment(
+        "784-400-20 VAE, Beta likelihood (mean and concentration) on grey-level MNIST, 50 epochs; IWAE k = 100",
+        "The Beta likelihood", _grey_run("beta", epochs=50), iwae_k=100, frechet=True, snapshot_epochs=(1, 10, 50)),
+    "cb-likelihood-mnist": Experiment(
+        "784-400-20 VAE, continuous Bernoulli on grey-level MNIST, 50 epochs; IWAE k = 100 (compared with the Beta)",
+        "The Beta likelihood", _grey_run("continuous-bernoulli", epochs=50), iwae_k=100, frechet=True),
+    **{f"sigma-fixed-{_label(sig)}": Experiment(
+        f"784-400-20 VAE, Gaussian with fixed sigma = {sig:g} on grey-level MNIST (a beta-VAE), 20 epochs",
+        "The Gaussian decoder's sigma", _grey_run("gaussian", sigma=sig), iwae_k=0, frechet=True)
+       for sig in FIXED_SIGMAS},
+    **{f"sigma-{kind}": Experiment(
+        f"784-400-20 VAE, Gaussian with {what} on grey-level MNIST, 20 epochs",
+        "The Gaussian decoder's sigma", _grey_run(f"gaussian-{kind}"), iwae_k=0, frechet=True)
+       for kind, what in (("learned", "one learned sigma"), ("pixel", "a learned sigma per pixel"),
+                          ("predicted", "sigma predicted by the decoder"),
+                          ("optimal-pixel", "the optimal sigma per pixel, log|x - mu| (floor 1e-3)"),
+                          ("optimal-image", "the optimal sigma per image (the sigma-VAE)"))},
+    **{f"rd-beta{_label(b)}": Experiment(
+        f"784-400-20 beta-VAE on binarised MNIST, beta = {b:g}, 20 epochs (rate-distortion curve)",
+        "beta-VAE, blur and posterior collapse", _binarised_run(20, (400,), 20, beta=b), iwae_k=0, frechet=True)
+       for b in RD_BETAS},
+    "rd-beta8-free-bits": Experiment(
+        "784-400-20 beta-VAE on binarised MNIST, beta = 8 with free bits (0.5 nats per dimension), 20 epochs",
+        "beta-VAE, blur and posterior collapse", _binarised_run(20, (400,), 20, beta=8.0, free_bits=0.5),
+        iwae_k=0, frechet=True),
 }
+
+
+def matching(patterns: list[str]) -> list[str]:
+    """Registered names matching any of ``patterns`` (exact names or shell globs such as ``sweep-*``),
+    in registry order. Raises KeyError for a pattern that matches nothing."""
+    import fnmatch
+
+    chosen = []
+    for pattern in patterns:
+        names = [n for n in REGISTRY if fnmatch.fnmatchcase(n, pattern)]
+        if not names:
+            raise KeyError(f"no experiment matches {pattern!r}; see `python -m companion reproduce --list`")
+        chosen += [n for n in names if n not in chosen]
+    return chosen
 
 
 def results_dir(name: str, root: str | os.PathLike | None = None) -> Path:
@@ -142,9 +230,12 @@ def reproduce(name: str, root: str | os.PathLike | None = None, *, device: str =
     """
     out = results_dir(name, root)                                    # raises KeyError for an unknown name
     experiment = REGISTRY[name]
+    if isinstance(experiment, ClassifierExperiment):
+        return _reproduce_classifier(name, experiment, out, device=device, data_root=data_root, epochs=epochs,
+                                     progress=progress)
     run = experiment.run
     run = replace(run, train=replace(run.train, device=device, epochs=epochs or run.train.epochs))
-    k = iwae_k or experiment.iwae_k
+    k = experiment.iwae_k if iwae_k is None else iwae_k
     max_latents = max_latents or experiment.max_latents
 
     fixed_z = torch.randn(32, run.model.latent_dim, generator=torch.Generator().manual_seed(1234))
@@ -152,40 +243,53 @@ def reproduce(name: str, root: str | os.PathLike | None = None, *, device: str =
     def snapshot(trainer, epoch):
         if epoch in experiment.snapshot_epochs:
             trainer.model.eval()
-            save_grid(trainer.model.generate(z=fixed_z.to(trainer.device)), out / f"samples_epoch_{epoch:03d}.png", nrow=16)
+            save_grid(trainer.model.generate(z=fixed_z.to(trainer.device)).clamp(0, 1), out / f"samples_epoch_{epoch:03d}.png", nrow=16)
             trainer.model.train()
 
     where = resolve_device(device)
     data = load_dataset(run.dataset, data_root, device=where, val_size=run.val_size)   # once, for training and evaluation
-    metrics = run_vae(run, out, data=data, progress=progress, on_epoch_end=snapshot)
+    try:
+        metrics = run_vae(run, out, data=data, progress=progress, on_epoch_end=snapshot)
+    except FloatingPointError as error:   # recorded, not hidden: the chapter shows which losses diverge
+        model, _, history, _ = load_run(out, device=where)
+        metrics = {"dataset": run.dataset, "model": run.model.name, "likelihood": run.model.likelihood,
+                   "epochs": len(history), "diverged": str(error), "device": _device_name(where),
+                   "wall_time_s": history[-1]["wall_time_s"] if history else 0.0, "commit": git_commit(Path(__file__).parent),
+                   "torch": torch.__version__}
     model, _, _, _ = load_run(out, device=where)
     start = time.perf_counter()
-    test = evaluate_nll(model, data.test, k, binarize=run.binarize, max_latents=max_latents, progress=progress)
-    n = min(experiment.gap_images, len(data.train))
-    train_part = evaluate_nll(model, data.train[:n], k, binarize=run.binarize, max_latents=max_latents)
-    train_elbo = evaluate_elbo(model, data, "train", binarize=run.binarize)
+    metrics.update(latent_usage(model, data.test, binarize=run.binarize))
+    if k:
+        test = evaluate_nll(model, data.test, k, binarize=run.binarize, max_latents=max_latents, progress=progress)
+        n = min(experiment.gap_images, len(data.train))
+        train_part = evaluate_nll(model, data.train[:n], k, binarize=run.binarize, max_latents=max_latents)
+        train_elbo = evaluate_elbo(model, data, "train", binarize=run.binarize)
+        metrics.update({
+            "test_nll_nats": test.nll_nats,
+            "test_nll_std_error": test.std_error,
+            "test_bits_per_dim": test.bits_per_dim,
+            "train_elbo_eval": train_elbo["elbo"],
+            "gap_images": n,
+            "train_nll_nats_first": train_part.nll_nats,
+            "test_nll_nats_first": -test.log_px[:n].mean().item(),
+            "iwae_wall_time_s": test.wall_time_s,
+            "iwae_peak_memory_mb": test.peak_memory_mb,
+            "iwae_memory_kind": test.memory_kind,
+            "iwae_max_latents": max_latents,
+        })
     if experiment.curve_ks:
         images = data.test[:experiment.curve_images]
         curve = [{"k": kk, "log_px": -evaluate_nll(model, images, kk, binarize=run.binarize, max_latents=max_latents).nll_nats}
                  for kk in experiment.curve_ks]
         _write_json(out / "iwae_curve.json", {"images": len(images), "points": curve})
+    if experiment.frechet:
+        metrics.update(_frechet(model, data, run, root))
     metrics.update({
-        "test_nll_nats": test.nll_nats,
-        "test_nll_std_error": test.std_error,
         "iwae_k": k,
-        "test_bits_per_dim": test.bits_per_dim,
-        "train_elbo_eval": train_elbo["elbo"],
-        "gap_images": n,
-        "train_nll_nats_first": train_part.nll_nats,
-        "test_nll_nats_first": -test.log_px[:n].mean().item(),
-        "iwae_wall_time_s": test.wall_time_s,
-        "iwae_peak_memory_mb": test.peak_memory_mb,
-        "iwae_memory_kind": test.memory_kind,
-        "iwae_max_latents": max_latents,
         "evaluation_wall_time_s": time.perf_counter() - start,
         "parameters": sum(p.numel() for p in model.parameters()),
         "command": f"python -m companion reproduce {name}"
-                   + (f" --epochs {epochs}" if epochs else "") + (f" --iwae-k {iwae_k}" if iwae_k else ""),
+                   + (f" --epochs {epochs}" if epochs else "") + (f" --iwae-k {iwae_k}" if iwae_k is not None else ""),
         "registered": epochs in (None, experiment.run.train.epochs) and iwae_k in (None, experiment.iwae_k),
         "python": sys.version.split()[0],
     })
@@ -193,10 +297,51 @@ def reproduce(name: str, root: str | os.PathLike | None = None, *, device: str =
     return metrics
 
 
+@torch.no_grad()
+def _frechet(model, data, run: VAERun, root=None, samples: int = 10_000) -> dict:
+    """Classifier Frechet distances of prior samples to the test set (see ``companion.frechet``).
+
+    ``frechet_mean``: images = the likelihood's mean E[x | z]; ``frechet_params``: images = the
+    decoder's first output squashed to [0, 1] (sigmoid of the logit for the Bernoulli family, the
+    clamped mean for the Gaussians), the "parameters as images" of chapter 10. Gaussian means are
+    clamped to [0, 1]. The classifier comes from the results root if it holds one, else from
+    ``book/results``.
+    """
+    from .frechet import CLASSIFIER_FILE, classifier_frechet_distance, load_classifier
+
+    local = root is not None and (Path(root) / f"classifier-{run.dataset}" / CLASSIFIER_FILE).is_file()
+    classifier = load_classifier(run.dataset, root if local else None, device=next(model.parameters()).device)
+    torch.manual_seed(run.train.seed)
+    device = next(model.parameters()).device
+    z = torch.randn(samples, run.model.latent_dim, device=device)
+    params = torch.cat([model.decode(z[i:i + 1000]) for i in range(0, samples, 1000)])
+    means = model.likelihood.mean(params).clamp(0, 1)
+    first = params[:, 0]
+    as_params = torch.sigmoid(first) if run.model.likelihood in ("bernoulli", "continuous-bernoulli", "beta") else first.clamp(0, 1)
+    real = to_float(data.test, run.binarize)
+    return {"frechet_mean": classifier_frechet_distance(means, real, classifier),
+            "frechet_params": classifier_frechet_distance(as_params, real, classifier),
+            "frechet_samples": samples}
+
+
+def _reproduce_classifier(name, experiment: ClassifierExperiment, out: Path, *, device, data_root, epochs, progress) -> dict:
+    from .frechet import save_classifier, train_classifier
+
+    where = resolve_device(device)
+    model, metrics = train_classifier(experiment.dataset, data_root=data_root, epochs=epochs or experiment.epochs,
+                                      device=where, progress=progress)
+    metrics.update({"device": _device_name(where), "commit": git_commit(Path(__file__).parent), "torch": torch.__version__,
+                    "command": f"python -m companion reproduce {name}" + (f" --epochs {epochs}" if epochs else ""),
+                    "registered": epochs in (None, experiment.epochs), "python": sys.version.split()[0]})
+    save_classifier(model, metrics, out)
+    return metrics
+
+
 def describe() -> str:
     """The registry as text, for ``--list``."""
     lines = []
     for name, e in REGISTRY.items():
+        settings = asdict(e.run) if e.run is not None else {"dataset": e.dataset, "epochs": e.epochs}
         lines.append(f"{name:20} {e.description}\n{'':20} chapter: {e.chapter}; settings: "
-                     f"{json.dumps(asdict(e.run), separators=(',', ':'))}")
+                     f"{json.dumps(settings, separators=(',', ':'))}")
     return "\n".join(lines)

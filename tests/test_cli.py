@@ -79,7 +79,7 @@ def test_reproduce_list_and_unknown_names(capsys):
     listed = capsys.readouterr().out
     assert all(name in listed for name in REGISTRY) and "vae-mlp-mnist" in REGISTRY
     assert main(["reproduce", "no-such-run"]) == 2
-    assert "no experiment named 'no-such-run'" in capsys.readouterr().err
+    assert "no experiment matches 'no-such-run'" in capsys.readouterr().err
     with pytest.raises(KeyError):
         results_dir("no-such-run")
 

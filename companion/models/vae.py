@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..divergences import gaussian_kl
+from ..divergences import gaussian_kl_per_dim
 from ..likelihoods import Likelihood, make_likelihood
 
 __all__ = ["VAEConfig", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "VAE", "reparameterize",
@@ -56,6 +56,11 @@ class VAEConfig:
             image; "mean" divides the reconstruction term by D, the number of pixels, as
             ``F.binary_cross_entropy(..., reduction="mean")`` does, which is the same as training
             with beta multiplied by D (chapter "Training a VAE").
+        free_bits: lambda >= 0 in nats per latent dimension (Kingma et al., 2016). The training
+            loss charges each dimension's batch-mean KL only above lambda, max(lambda, KL_j), so a
+            dimension may carry up to lambda nats of information for free: a remedy for posterior
+            collapse (chapter "beta-VAE, blur and posterior collapse"). 0 (the default) is the plain
+            loss; the reported ELBO never includes the free bits.
     """
 
     image_shape: tuple[int, ...] = (1, 28, 28)
@@ -66,6 +71,7 @@ class VAEConfig:
     beta: float = 1.0
     architecture: str = "mlp"
     reduction: str = "sum"
+    free_bits: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
@@ -76,6 +82,8 @@ class VAEConfig:
             raise ValueError(f"hidden widths must be >= 1, got {self.hidden}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
+        if not (math.isfinite(self.free_bits) and self.free_bits >= 0):
+            raise ValueError(f"free_bits must be a finite number >= 0, got {self.free_bits}")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.reduction not in REDUCTIONS:
@@ -209,7 +217,7 @@ class VAE(nn.Module):
     def __init__(self, config: VAEConfig = VAEConfig(), likelihood: Likelihood | None = None):
         super().__init__()
         self.config = config
-        self.likelihood = likelihood or make_likelihood(config.likelihood, **config.likelihood_options)
+        self.likelihood = likelihood or make_likelihood(config.likelihood, config.image_shape, **config.likelihood_options)
         if config.architecture == "conv":
             self.encoder = ConvEncoder(config.image_shape, config.hidden, config.latent_dim)
             self.decoder = ConvDecoder(config.latent_dim, config.hidden, config.image_shape, self.likelihood.num_params)
@@ -246,24 +254,36 @@ class VAE(nn.Module):
             ``{"elbo", "reconstruction", "kl"}`` with reconstruction = log p(x|z), z ~ q(z|x)
             (higher is better) and elbo = reconstruction - kl.
         """
+        terms = self._terms(x)
+        del terms["kl_per_dim"]
+        return terms
+
+    def _terms(self, x: Tensor) -> dict[str, Tensor]:
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar)
         reconstruction = self.likelihood.log_prob(x, self.decoder(z))
-        kl = gaussian_kl(mu, logvar)
-        return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+        kl_per_dim = gaussian_kl_per_dim(mu, logvar)          # (B, Z)
+        kl = kl_per_dim.sum(1)
+        return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl, "kl_per_dim": kl_per_dim}
 
     def loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss: the batch mean of -(reconstruction / s - beta * kl), in nats per example.
 
-        s is 1 for ``reduction="sum"`` (the negative ELBO when beta = 1) and D for "mean".
+        s is 1 for ``reduction="sum"`` (the negative ELBO when beta = 1) and D for "mean". With
+        ``free_bits`` = lambda > 0, the KL term is sum_j max(lambda, batch mean of KL_j) instead.
 
         Returns:
             ``(loss, terms)`` where terms holds the batch means of ``elbo``, ``reconstruction`` and
             ``kl`` (what the trainer logs).
         """
-        terms = self.elbo_terms(x)
+        terms = self._terms(x)
+        kl_per_dim, kl = terms.pop("kl_per_dim"), terms["kl"]
         scale = self.config.num_pixels if self.config.reduction == "mean" else 1
-        loss = -(terms["reconstruction"] / scale - self.config.beta * terms["kl"]).mean()
+        if self.config.free_bits > 0:   # max(lambda, E_batch KL_j) per dimension (Kingma et al., 2016)
+            charged = kl_per_dim.mean(0).clamp_min(self.config.free_bits).sum()
+        else:
+            charged = kl.mean()
+        loss = -(terms["reconstruction"] / scale).mean() + self.config.beta * charged
         return loss, {name: value.mean() for name, value in terms.items()}
 
     @torch.no_grad()
