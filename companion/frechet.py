@@ -42,7 +42,8 @@ RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 class Classifier(nn.Module):
     """A small CNN for 28 x 28 grey images: two conv blocks, a 128-unit feature layer, 10 logits.
 
-    conv 3x3 (32) - ReLU - max-pool - conv 3x3 (64) - ReLU - max-pool - linear (128) - ReLU -
+    conv 3x3 (32) - batch norm - ReLU - max-pool - conv 3x3 (64) - batch norm - ReLU - max-pool -
+    linear (128) - ReLU -
     dropout 0.25 - linear (10). ``features`` returns the 128 post-ReLU activations before dropout,
     which the Frechet distance uses.
 
@@ -54,8 +55,8 @@ class Classifier(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(64 * 7 * 7, self.feature_dim), nn.ReLU())
         self.head = nn.Sequential(nn.Dropout(0.25), nn.Linear(self.feature_dim, 10))
 

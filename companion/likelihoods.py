@@ -417,6 +417,10 @@ class Beta(Likelihood):
     Without the bounds, a pixel that is always 0 lets alpha -> 0 with the density at x' = eps
     growing without limit; the ELBO then diverges (the chapter shows it).
 
+    The squeezed density integrates over [0, 1] to the Beta's mass on [eps, 1 - eps], which is at
+    most 1 (and above 0.998 unless the mean is pushed against 0 or 1): the ELBO and IWAE values it
+    gives are therefore lower bounds on those of the properly renormalised density.
+
     Arguments:
         eps: the squeeze, default 1/512 (half a grey level). min_concentration, max_concentration:
             bounds on kappa (default 0.5 and 1000).

@@ -137,11 +137,11 @@ REGISTRY: dict[str, Experiment] = {
         "A convolutional VAE", _binarised_run(20, (32, 64), 10, dataset="fashion-mnist", architecture="conv"), iwae_k=50,
         snapshot_epochs=(1, 10), max_latents=1024),
     "classifier-mnist": ClassifierExperiment(
-        "CNN classifier of MNIST digits (features for the classifier Frechet distance), 5 epochs",
-        "Is the continuous Bernoulli better?", "mnist", 5),
+        "CNN classifier of MNIST digits (features for the classifier Frechet distance), 8 epochs",
+        "Is the continuous Bernoulli better?", "mnist", 8),
     "classifier-fashion-mnist": ClassifierExperiment(
-        "CNN classifier of Fashion-MNIST (features for the classifier Frechet distance), 10 epochs",
-        "Is the continuous Bernoulli better?", "fashion-mnist", 10),
+        "CNN classifier of Fashion-MNIST (features for the classifier Frechet distance), 12 epochs",
+        "Is the continuous Bernoulli better?", "fashion-mnist", 12),
     **{f"sweep-{lik}-beta{_label(b)}": Experiment(
         f"784-400-20 VAE, {lik} likelihood on grey-level MNIST, beta = {b:g}, 20 epochs; classifier Frechet distance",
         "Is the continuous Bernoulli better?", _grey_run(lik, beta=b), iwae_k=0, frechet=True)

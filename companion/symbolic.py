@@ -8,7 +8,8 @@ lambdify it and compare with the torch implementation (``companion.divergences``
 Contents: the Gaussian KL (1-D by integration, diagonal, full covariance); the negative
 log-likelihoods of the Bernoulli, Gaussian and Laplace distributions; the ELBO of a linear-Gaussian
 model, whose evidence and posterior are exact; the toy objective of the reparameterization chapter
-and its exact gradient.
+and its exact gradient; Part III's continuous-Bernoulli normaliser and mean, the optimal Gaussian
+sigmas (per dimension and shared), the sigma-to-beta mapping and the Beta's moments.
 
 See: chapters "From likelihoods to losses", "The evidence lower bound", "The Gaussian KL in closed
 form", "The reparameterization trick".
@@ -32,6 +33,11 @@ __all__ = [
     "LinearGaussian",
     "linear_gaussian",
     "toy_objective",
+    "continuous_bernoulli",
+    "optimal_sigma_per_dim",
+    "optimal_sigma_shared",
+    "sigma_to_beta",
+    "beta_moments",
 ]
 
 x = sp.Symbol("x", real=True)
@@ -195,3 +201,99 @@ def toy_objective(f=None) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
     integrand = sp.expand(f.subs(x, mu + sigma * eps)) * normal_pdf(eps, 0, 1)
     value = sp.simplify(sp.integrate(integrand, (eps, -sp.oo, sp.oo)))
     return value, sp.simplify(sp.diff(value, mu)), sp.simplify(sp.diff(value, sigma))
+
+
+# -- Part III: which likelihood? -------------------------------------------------------------------
+
+def continuous_bernoulli() -> dict[str, sp.Expr]:
+    """The Bernoulli form theta^x (1 - theta)^(1 - x) on x in [0, 1], integrated by sympy.
+
+    Returns ``{"theta", "x", "density", "integral", "normaliser", "mean"}``: ``integral`` is the
+    integral of the unnormalised density over [0, 1] (not 1: binary cross-entropy on grey pixels is
+    not a density), ``normaliser`` is C(theta) = 1 / integral and ``mean`` the expected value of
+    the normalised density. The integrals are taken with ``conds="none"`` (no Piecewise), valid for
+    theta != 1/2; evaluate them with mpmath (``sp.lambdify(theta, expr, "mpmath")``), which is what
+    the tests do in 40 digits.
+
+    See: Loaiza-Ganem & Cunningham (2019); chapter "Bernoulli on grey pixels, and the continuous Bernoulli".
+    """
+    value, theta = sp.symbols("x theta", positive=True)
+    density = theta**value * (1 - theta) ** (1 - value)
+    integral = sp.integrate(density, (value, 0, 1), conds="none")
+    normaliser = 1 / integral
+    mean = sp.integrate(value * density, (value, 0, 1), conds="none") * normaliser
+    return {"theta": theta, "x": value, "density": density, "integral": integral, "normaliser": normaliser, "mean": mean}
+
+
+def optimal_sigma_per_dim() -> tuple[sp.Expr, sp.Expr]:
+    """The sigma that minimises -log N(x; mu, sigma^2) for one dimension, and the loss there.
+
+    Solving d/dsigma [(x - mu)^2 / (2 sigma^2) + log sigma] = 0 gives sigma* = |x - mu|; substituting
+    leaves log|x - mu| + 1/2 + log(2 pi)/2, which goes to minus infinity as the error goes to 0.
+
+    Returns:
+        ``(sigma_star, loss_at_sigma_star)`` in the module's ``x`` and ``mu``.
+    See: chapter "The Gaussian decoder's sigma".
+    """
+    error = sp.Symbol("r", positive=True)                     # r = |x - mu|, so that sympy keeps sigma > 0
+    nll = gaussian_nll(x, mu, sigma).subs(x, mu + error)
+    (sigma_star,) = sp.solve(sp.diff(nll, sigma), sigma)
+    loss = sp.simplify(sp.expand_log(nll.subs(sigma, sigma_star), force=True))
+    return sigma_star.subs(error, sp.Abs(x - mu)), loss.subs(error, sp.Abs(x - mu))
+
+
+def optimal_sigma_shared(dims: sp.Symbol | int | None = None) -> tuple[sp.Expr, sp.Expr, sp.Symbol]:
+    """The single sigma shared by the D dimensions of an image that minimises its Gaussian NLL.
+
+    With S = ||x - mu||^2, the NLL is S / (2 sigma^2) + D log sigma + (D/2) log(2 pi); its minimiser
+    is sigma*^2 = S / D (the mean squared error) and the loss there is
+    (D/2) log(S / D) + D/2 + (D/2) log(2 pi): the sigma-VAE loss of Rybkin et al. (2021), up to
+    constants (D/2) log ||x - mu||^2.
+
+    Returns:
+        ``(sigma_star, loss_at_sigma_star, S)`` with D = ``dims`` (a positive symbol by default).
+    See: chapter "The Gaussian decoder's sigma".
+    """
+    d = sp.Symbol("D", positive=True) if dims is None else dims
+    squared_error = sp.Symbol("S", positive=True)
+    nll = squared_error / (2 * sigma**2) + d * sp.log(sigma) + d / 2 * sp.log(2 * sp.pi)
+    (sigma_star,) = sp.solve(sp.diff(nll, sigma), sigma)
+    return sp.simplify(sigma_star), sp.simplify(sp.expand_log(nll.subs(sigma, sigma_star), force=True)), squared_error
+
+
+def sigma_to_beta() -> tuple[sp.Expr, sp.Symbol]:
+    """The beta of "squared error + beta * KL" that a Gaussian decoder with fixed sigma trains with.
+
+    The negative ELBO with N(x; mu, sigma^2) pixels is S / (2 sigma^2) + KL + const; multiplying by
+    2 sigma^2 (which changes no minimiser) gives S + 2 sigma^2 KL. So beta = 2 sigma^2, and the
+    plain squared error (beta = 1) is sigma = 1/sqrt(2), about 0.707.
+
+    Returns:
+        ``(beta, KL)``: beta as an expression in ``sigma``, and the KL symbol used.
+    See: chapter "The Gaussian decoder's sigma".
+    """
+    kl, squared_error = sp.symbols("KL S", positive=True)
+    negative_elbo = squared_error / (2 * sigma**2) + kl
+    scaled = sp.expand(2 * sigma**2 * negative_elbo)
+    beta = sp.simplify((scaled - squared_error) / kl)
+    return beta, kl
+
+
+def beta_moments() -> dict[str, sp.Expr]:
+    """Mean and variance of Beta(a, b) from the Beta function, simplified by sympy.
+
+    E[x] = B(a + 1, b) / B(a, b) = a / (a + b); E[x^2] = B(a + 2, b) / B(a, b); with the mean m and
+    the concentration kappa = a + b the variance is m (1 - m) / (kappa + 1).
+
+    Returns:
+        ``{"a", "b", "mean", "variance"}`` with the variance in terms of a and b.
+    See: chapter "The Beta likelihood".
+    """
+    a, b = sp.symbols("a b", positive=True)
+
+    def beta_function(p, q):
+        return sp.gamma(p) * sp.gamma(q) / sp.gamma(p + q)
+
+    mean = sp.gammasimp(beta_function(a + 1, b) / beta_function(a, b))
+    second = sp.gammasimp(beta_function(a + 2, b) / beta_function(a, b))
+    return {"a": a, "b": b, "mean": sp.factor(mean), "variance": sp.factor(sp.simplify(second - mean**2))}

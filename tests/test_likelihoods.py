@@ -1,4 +1,4 @@
-"""companion.likelihoods against torch.distributions, and bad input."""
+"""companion.likelihoods against torch.distributions and the sympy derivations, and bad input."""
 
 import math
 
@@ -7,7 +7,9 @@ import torch
 from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import Normal
 
-from companion.likelihoods import LIKELIHOODS, Bernoulli, Gaussian, Laplace, Likelihood, make_likelihood
+from companion.likelihoods import (LIKELIHOODS, Bernoulli, Beta, Gaussian, GaussianLearnedSigma, GaussianOptimalImageSigma,
+                                   GaussianOptimalPixelSigma, GaussianPixelSigma, GaussianPredictedSigma, Laplace,
+                                   Likelihood, make_likelihood)
 
 SHAPES = [(4, 1, 28, 28), (3, 10), (2, 3, 5, 5)]
 
@@ -65,7 +67,7 @@ def test_bernoulli_samples_are_binary_and_mean_is_sigmoid():
     torch.testing.assert_close(Bernoulli().mean(params), torch.sigmoid(params[:, 0]))
 
 
-@pytest.mark.parametrize("lik", [Bernoulli(), Gaussian(0.5), Laplace(0.5)])
+@pytest.mark.parametrize("lik", [Bernoulli(), Gaussian(0.5), Laplace(0.5), Beta(), GaussianPredictedSigma()])
 def test_wrong_parameter_shape_raises(lik):
     with pytest.raises(ValueError, match="decoder output has shape"):
         lik.log_prob(torch.zeros(4, 1, 28, 28), torch.zeros(4, 1, 28, 27))
@@ -99,16 +101,15 @@ CB_LOGITS = [-30.0, -5.0, -1.0, -0.051, -0.049, -0.01, 0.0, 0.01, 0.049, 0.051, 
 
 
 def _sympy_cb():
-    """C(theta) and the mean by symbolic integration, as functions evaluated in 40-digit mpmath."""
+    """C(theta) and the mean from ``companion.symbolic`` (symbolic integration), evaluated in 40-digit mpmath."""
     import mpmath
     import sympy as sp
 
-    x, t = sp.symbols("x theta", positive=True)
-    density = t**x * (1 - t) ** (1 - x)
-    normaliser = 1 / sp.integrate(density, (x, 0, 1), conds="none")                 # C(theta)
-    mean = sp.integrate(x * density, (x, 0, 1), conds="none") * normaliser
+    from companion.symbolic import continuous_bernoulli
+
+    cb = continuous_bernoulli()
     mpmath.mp.dps = 40
-    return sp.lambdify(t, normaliser, "mpmath"), sp.lambdify(t, mean, "mpmath"), mpmath
+    return sp.lambdify(cb["theta"], cb["normaliser"], "mpmath"), sp.lambdify(cb["theta"], cb["mean"], "mpmath"), mpmath
 
 
 def test_continuous_bernoulli_matches_sympy_in_float64():
@@ -169,3 +170,161 @@ def test_continuous_bernoulli_samples_have_the_mean():
     samples = ContinuousBernoulli().sample(logits)
     assert samples.shape == (6, 40_000) and (samples >= 0).all() and (samples <= 1).all()
     torch.testing.assert_close(samples.mean(1), ContinuousBernoulli().mean(logits[:, :, :1])[:, 0], rtol=0, atol=0.01)
+
+
+# --- the Beta ---------------------------------------------------------------------------------------
+
+
+def test_beta_matches_torch_distributions_after_the_squeeze():
+    g = torch.Generator().manual_seed(0)
+    params = torch.randn(5, 2, 3, 4, generator=g, dtype=torch.float64) * 3
+    x = torch.rand(5, 3, 4, generator=g, dtype=torch.float64)
+    x[0, 0, 0], x[1, 0, 0] = 0.0, 1.0                                   # exact black and white pixels
+    lik = Beta()
+    a, b = lik.alpha_beta(params)
+    y = lik.eps + (1 - 2 * lik.eps) * x
+    expected = (torch.distributions.Beta(a, b).log_prob(y) + math.log(1 - 2 * lik.eps)).flatten(1).sum(1)
+    torch.testing.assert_close(lik.log_prob(x, params), expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(a / (a + b), lik.eps + (1 - 2 * lik.eps) * lik.mean(params), rtol=1e-12, atol=1e-12)
+
+
+def test_beta_density_integrates_to_its_mass_inside_the_squeeze():
+    """On [0, 1] the squeezed density integrates to the Beta's mass on [eps, 1 - eps] (scipy's CDF):
+    at most 1, so the ELBO and IWAE values computed with it are conservative bounds."""
+    from scipy.stats import beta as scipy_beta
+
+    x = torch.linspace(0, 1, 400_001, dtype=torch.float64)
+    lik = Beta()
+    for mean_logit, raw_kappa in ((0.0, 0.0), (-4.0, 2.0), (3.0, -3.0)):
+        params = torch.tensor([mean_logit, raw_kappa], dtype=torch.float64).view(1, 2, 1).expand(len(x), 2, 1)
+        density = lik.log_prob(x[:, None], params).exp()
+        a, b = (v[0, 0].item() for v in lik.alpha_beta(params[:1]))
+        mass = scipy_beta(a, b).cdf(1 - lik.eps) - scipy_beta(a, b).cdf(lik.eps)
+        assert torch.trapezoid(density, x).item() == pytest.approx(mass, abs=1e-5), (mean_logit, raw_kappa)
+        assert mass <= 1 and (mass > 0.998 or raw_kappa < 0)   # the missing mass is small except near the ends
+
+
+def test_beta_is_bounded_on_always_black_pixels():
+    """The limits at work: however hard the decoder pushes towards a black pixel, log p(0) stays finite
+    and below the bound set by max_concentration; without the squeeze it would be +inf."""
+    lik = Beta()
+    params = torch.tensor([[-1e4, 1e4]]).view(1, 2, 1)
+    value = lik.log_prob(torch.zeros(1, 1), params)
+    assert torch.isfinite(value).all() and value.item() < 10
+    unbounded = torch.distributions.Beta(torch.tensor(0.01), torch.tensor(5.0)).log_prob(torch.tensor(1e-30))
+    assert unbounded.item() > 60          # the density an unbounded Beta gives near 0: why the limits exist
+
+
+def test_beta_rejects_bad_limits():
+    for kwargs in ({"eps": 0.0}, {"eps": 0.5}, {"min_concentration": 0.0}, {"min_concentration": 5.0, "max_concentration": 1.0}):
+        with pytest.raises(ValueError):
+            Beta(**kwargs)
+
+
+def test_beta_moments_match_sympy():
+    import sympy as sp
+
+    from companion.symbolic import beta_moments
+
+    m = beta_moments()
+    params = torch.tensor([[0.7, -0.4]], dtype=torch.float64).view(1, 2, 1)
+    a, b = Beta().alpha_beta(params)
+    mean = float(m["mean"].subs({m["a"]: a.item(), m["b"]: b.item()}))
+    variance = float(m["variance"].subs({m["a"]: a.item(), m["b"]: b.item()}))
+    reference = torch.distributions.Beta(a, b)
+    assert mean == pytest.approx(reference.mean.item(), rel=1e-12)
+    assert variance == pytest.approx(reference.variance.item(), rel=1e-12)
+    kappa = a + b
+    assert variance == pytest.approx((mean * (1 - mean) / (kappa + 1)).item(), rel=1e-12)   # the docstring's form
+    assert sp.simplify(m["mean"] - m["a"] / (m["a"] + m["b"])) == 0
+
+
+# --- the Gaussian sigma family ------------------------------------------------------------------------
+
+def _normal_sum(x, mu, sigma):
+    return Normal(mu, sigma).log_prob(x).flatten(1).sum(1)
+
+
+def test_learned_sigmas_match_torch_and_receive_gradients():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    mu = torch.rand(3, 1, 1, 4, 4, generator=g, dtype=torch.float64)
+    glob = GaussianLearnedSigma(sigma=0.3).double()
+    assert glob.sigma == pytest.approx(0.3, rel=1e-6)
+    torch.testing.assert_close(glob.log_prob(x, mu), _normal_sum(x, mu[:, 0], torch.tensor(glob.sigma, dtype=torch.float64)))
+    pixel = GaussianPixelSigma((1, 4, 4), sigma=0.2).double()
+    torch.testing.assert_close(pixel.log_prob(x, mu), _normal_sum(x, mu[:, 0], pixel.sigma.double()))
+    for lik in (glob, pixel):
+        lik.log_prob(x, mu).sum().backward()
+        assert lik.raw.grad is not None and torch.isfinite(lik.raw.grad).all() and lik.raw.grad.abs().sum() > 0
+
+
+def test_predicted_sigma_matches_torch():
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(3, 5, generator=g, dtype=torch.float64)
+    params = torch.randn(3, 2, 5, generator=g, dtype=torch.float64)
+    lik = GaussianPredictedSigma(min_sigma=1e-3)
+    sigma = 1e-3 + torch.nn.functional.softplus(params[:, 1])
+    torch.testing.assert_close(lik.log_prob(x, params), _normal_sum(x, params[:, 0], sigma))
+
+
+def test_optimal_sigmas_match_sympy_and_beat_every_fixed_sigma():
+    import sympy as sp
+
+    from companion import symbolic
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 1, 6, 6, generator=g, dtype=torch.float64)
+    mu = (x + 0.1 * torch.randn(4, 1, 6, 6, generator=g, dtype=torch.float64))[:, None]
+    per_pixel, per_image = GaussianOptimalPixelSigma(min_sigma=1e-12), GaussianOptimalImageSigma(min_sigma=1e-12)
+    # sympy: -loss at sigma* = -(log|x - mu| + 1/2 + log(2 pi)/2) per pixel
+    _, loss = symbolic.optimal_sigma_per_dim()
+    f = sp.lambdify((symbolic.x, symbolic.mu), -loss, "math")
+    expected = torch.tensor([sum(f(a, b) for a, b in zip(xi.flatten().tolist(), mi.flatten().tolist()))
+                             for xi, mi in zip(x, mu)], dtype=torch.float64)
+    torch.testing.assert_close(per_pixel.log_prob(x, mu), expected, rtol=1e-10, atol=1e-10)
+    # sympy: -(D/2)(log(2 pi S / D) + 1) per image, S the summed squared error
+    _, loss_shared, s_symbol = symbolic.optimal_sigma_shared(36)
+    g_shared = sp.lambdify(s_symbol, -loss_shared, "math")
+    expected = torch.tensor([g_shared(v) for v in (x - mu[:, 0]).square().flatten(1).sum(1).tolist()], dtype=torch.float64)
+    torch.testing.assert_close(per_image.log_prob(x, mu), expected, rtol=1e-10, atol=1e-10)
+    for sigma in (0.01, 0.05, 0.1, 0.2, 1.0):           # the optimum is at least as good as any fixed sigma
+        fixed = Gaussian(sigma).log_prob(x, mu)
+        assert (per_image.log_prob(x, mu) >= fixed - 1e-9).all() and (per_pixel.log_prob(x, mu) >= fixed - 1e-9).all()
+
+
+def test_optimal_pixel_sigma_is_capped_by_its_floor():
+    x = torch.zeros(1, 3)
+    mu = torch.zeros(1, 1, 3)                            # a perfect reconstruction
+    value = GaussianOptimalPixelSigma(min_sigma=1e-3).log_prob(x, mu)
+    assert value.item() == pytest.approx(3 * (-math.log(1e-3) - 0.5 * math.log(2 * math.pi)), rel=1e-5)
+
+
+def test_vae_builds_a_per_pixel_sigma_of_its_image_shape():
+    from companion.models.vae import VAE, VAEConfig
+
+    model = VAE(VAEConfig(image_shape=(1, 8, 8), hidden=(16,), latent_dim=2, likelihood="gaussian-pixel"))
+    assert model.likelihood.raw.shape == (1, 8, 8)
+    assert any(p is model.likelihood.raw for p in model.parameters())      # so the optimiser trains it
+    loss, _ = model.loss(torch.rand(5, 1, 8, 8))
+    loss.backward()
+    assert model.likelihood.raw.grad.abs().sum() > 0
+
+
+def test_free_bits_change_the_loss_but_not_the_reported_elbo():
+    from companion.models.vae import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    plain = VAE(VAEConfig(image_shape=(1, 8, 8), hidden=(16,), latent_dim=3))
+    free = VAE(VAEConfig(image_shape=(1, 8, 8), hidden=(16,), latent_dim=3, free_bits=100.0))
+    free.load_state_dict(plain.state_dict())
+    x = torch.rand(4, 1, 8, 8).round()
+    torch.manual_seed(1)
+    loss_plain, terms_plain = plain.loss(x)
+    torch.manual_seed(1)
+    loss_free, terms_free = free.loss(x)
+    torch.testing.assert_close(terms_plain["elbo"], terms_free["elbo"])
+    # with lambda = 100 nats every dimension is charged lambda: loss = -reconstruction + 3 * 100
+    torch.testing.assert_close(loss_free, -terms_free["reconstruction"] + 300.0)
+    with pytest.raises(ValueError, match="free_bits"):
+        VAEConfig(free_bits=-1.0)
