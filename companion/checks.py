@@ -10,6 +10,7 @@ See: appendix "For instructors"; the exercises of every chapter.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -21,7 +22,8 @@ from .divergences import gaussian_kl
 __all__ = ["CheckFailed", "check_gaussian_kl", "check_kl_full_covariance", "check_elbo_estimator", "check_entropy",
            "check_laplace_nll", "check_linear_gaussian_elbo",
            "check_score_function_estimator", "check_log_mean_exp", "check_pca",
-           "check_importance_weights", "check_equivalent_sigma"]
+           "check_importance_weights", "check_equivalent_sigma", "check_cb_log_normalizer", "check_frechet_distance",
+           "check_beta_log_prob", "check_sigma_vae_log_likelihood", "check_active_units"]
 
 
 class CheckFailed(AssertionError):
@@ -366,3 +368,139 @@ def check_equivalent_sigma(fn: Callable[[float, int], float]) -> None:
             raise CheckFailed(f"{name}({weight}, {pixels}) = {sigma:.6g}: the negative ELBO with this sigma weighs the KL "
                               f"{(ratio[-4:].mean() / ratio[:pixels].mean()).item():.4g} times as much, relative to the squared "
                               "error, as the popular loss does; match the ratio of the two weights")
+
+
+def _as_tensor(value, name: str, shape: tuple[int, ...]) -> Tensor:
+    if not torch.is_tensor(value):
+        raise CheckFailed(f"{name} returned {type(value).__name__}, expected a tensor of shape {shape}")
+    if tuple(value.shape) != shape:
+        raise CheckFailed(f"{name} returned shape {tuple(value.shape)}, expected {shape}")
+    return value
+
+
+def check_cb_log_normalizer(fn: Callable[[Tensor], Tensor]) -> None:
+    """Check ``fn(logits)``: log C of the continuous Bernoulli, elementwise, finite everywhere.
+
+    Compared in float64 with ``companion.likelihoods.continuous_bernoulli_log_normalizer`` (tested
+    against sympy) to 1e-8 at logits from -50 to 50, including 0 and |l| < 1e-4 (where the closed
+    form loses its digits); in float32 the result must be finite and within 1e-4 for logits up to
+    +-1e4. Raises CheckFailed. See: chapter "Bernoulli on grey pixels, and the continuous Bernoulli".
+    """
+    from .likelihoods import continuous_bernoulli_log_normalizer as reference
+
+    name = "your log_normalizer"
+    logits = torch.tensor([-50.0, -9.21, -2.0, -0.3, -1e-4, -1e-7, 0.0, 1e-7, 1e-4, 0.3, 2.0, 9.21, 50.0], dtype=torch.float64)
+    got = _as_tensor(_invoke(fn, name, logits), name, tuple(logits.shape))
+    bad = ~torch.isclose(got.double(), reference(logits), rtol=1e-8, atol=1e-8)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise CheckFailed(f"{name} at logit {logits[i].item():g} (float64) gave {got[i].item():.10g}, expected "
+                          f"{reference(logits)[i].item():.10g}" + (" (hint: theta = 1/2 is the uniform density, C = 2)"
+                                                                   if abs(logits[i].item()) < 1e-3 else ""))
+    big = torch.tensor([-1e4, -100.0, -1e-3, 0.0, 1e-3, 100.0, 1e4])
+    got = _as_tensor(_invoke(fn, name, big), name, tuple(big.shape))
+    if not torch.isfinite(got).all():
+        raise CheckFailed(f"{name} is not finite in float32 for logits {big[~torch.isfinite(got)].tolist()}")
+    if not torch.allclose(got.double(), reference(big.double()), rtol=1e-4, atol=1e-4):
+        raise CheckFailed(f"{name} in float32 gave {got.tolist()}, expected {reference(big.double()).tolist()}")
+
+
+def check_frechet_distance(fn: Callable) -> None:
+    """Check ``fn(mu1, cov1, mu2, cov2)`` (numpy arrays): the squared Frechet distance of two Gaussians.
+
+    Compared with ``companion.frechet.frechet_distance`` on random Gaussians of dimensions 1 to 8,
+    on identical ones (0) and on the 1-D case (m1 - m2)^2 + (s1 - s2)^2. Raises CheckFailed.
+    See: chapter "Is the continuous Bernoulli better?".
+    """
+    import numpy as np
+
+    from .frechet import frechet_distance
+
+    name = "your frechet"
+    rng = np.random.default_rng(0)
+    cases = []
+    for dim in (1, 3, 8):
+        a, b = rng.normal(size=(dim, dim)), rng.normal(size=(dim, dim))
+        cases.append((rng.normal(size=dim), a @ a.T + 0.1 * np.eye(dim), rng.normal(size=dim), b @ b.T + 0.1 * np.eye(dim)))
+    cases.append((cases[2][0], cases[2][1], cases[2][0], cases[2][1]))
+    cases.append((np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])))
+    for mu1, cov1, mu2, cov2 in cases:
+        got = _invoke(fn, name, mu1, cov1, mu2, cov2)
+        expected = frechet_distance(mu1, cov1, mu2, cov2)
+        try:
+            got = float(np.real(got))
+        except (TypeError, ValueError):
+            raise CheckFailed(f"{name} returned {got!r}, expected a number") from None
+        if not abs(got - expected) <= 1e-6 * max(1.0, abs(expected)):
+            raise CheckFailed(f"{name} for {len(mu1)}-dimensional Gaussians gave {got:.8g}, expected {expected:.8g}"
+                              + (" (identical Gaussians must give 0)" if expected == 0 else ""))
+
+
+def check_beta_log_prob(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> None:
+    """Check ``fn(y, mean, concentration)``: log Beta(y; mean * kappa, (1 - mean) * kappa) elementwise, nats.
+
+    Compared in float64 with ``torch.distributions.Beta`` on random values, means and
+    concentrations from 0.5 to 1000, including points within 1e-3 of 0 and 1. Raises CheckFailed.
+    See: chapter "The Beta likelihood".
+    """
+    name = "your beta_log_prob"
+    g = torch.Generator().manual_seed(0)
+    y = torch.cat([torch.rand(20, generator=g, dtype=torch.float64), torch.tensor([1e-3, 1 - 1e-3], dtype=torch.float64)])
+    mean = 0.02 + 0.96 * torch.rand(22, generator=g, dtype=torch.float64)
+    kappa = torch.exp(torch.empty(22, dtype=torch.float64).uniform_(math.log(0.5), math.log(1000), generator=g))
+    got = _as_tensor(_invoke(fn, name, y, mean, kappa), name, (22,))
+    expected = torch.distributions.Beta(mean * kappa, (1 - mean) * kappa).log_prob(y)
+    bad = ~torch.isclose(got.double(), expected, rtol=1e-8, atol=1e-8)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise CheckFailed(f"{name}(y={y[i].item():.4g}, mean={mean[i].item():.4g}, concentration={kappa[i].item():.4g}) "
+                          f"gave {got[i].item():.8g}, expected {expected[i].item():.8g} (is the log Beta function "
+                          "lgamma(a) + lgamma(b) - lgamma(a + b)?)")
+
+
+def check_sigma_vae_log_likelihood(fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+    """Check ``fn(x, mu)``: log N(x; mu, sigma*^2 I) per image with sigma*^2 = ||x - mu||^2 / D, shape (B,).
+
+    Compared with ``companion.likelihoods.GaussianOptimalImageSigma`` (tested against the sympy
+    derivation) on images of two sizes, and checked to be at least the log-likelihood of every fixed
+    sigma. Raises CheckFailed. See: chapter "The Gaussian decoder's sigma".
+    """
+    from .likelihoods import Gaussian, GaussianOptimalImageSigma
+
+    name = "your sigma_vae_log_likelihood"
+    g = torch.Generator().manual_seed(0)
+    for shape in ((5, 1, 28, 28), (3, 1, 4, 4)):
+        x = torch.rand(*shape, generator=g, dtype=torch.float64)
+        mu = x + 0.1 * torch.randn(*shape, generator=g, dtype=torch.float64)
+        got = _as_tensor(_invoke(fn, name, x, mu), name, (shape[0],))
+        expected = GaussianOptimalImageSigma(min_sigma=1e-12).log_prob(x, mu[:, None])
+        if not torch.allclose(got.double(), expected, rtol=1e-8, atol=1e-6):
+            raise CheckFailed(f"{name} on images of shape {shape[1:]} gave {got.tolist()[:3]}..., expected "
+                              f"{expected.tolist()[:3]}... (all constants included: -(D/2)(log(2 pi sigma*^2) + 1))")
+        for sigma in (0.05, 0.1, 0.5):
+            if (got.double() < Gaussian(sigma).log_prob(x, mu[:, None]) - 1e-6).any():
+                raise CheckFailed(f"{name} is below the log-likelihood with the fixed sigma {sigma}; the optimum cannot be")
+
+
+def check_active_units(fn: Callable[[Tensor], int]) -> None:
+    """Check ``fn(posterior_means)``: the number of active latent dimensions, Cov_x(E_q[z_u | x]) > 0.01.
+
+    ``posterior_means`` has shape (N, Z). Compared with the definition of Burda et al. (2016) on
+    means with chosen variances (some just above and below the threshold). Raises CheckFailed.
+    See: chapter "beta-VAE, blur and posterior collapse".
+    """
+    name = "your active_units"
+    g = torch.Generator().manual_seed(0)
+    for spreads in ([1.0, 0.5, 0.0, 0.02, 0.005, 3.0], [0.0] * 4, [0.2] * 7):
+        base = torch.randn(5000, len(spreads), generator=g, dtype=torch.float64)
+        base = (base - base.mean(0)) / base.std(0)                        # unit sample variance per column
+        means = base * torch.tensor(spreads, dtype=torch.float64).sqrt() + 3.0
+        expected = int((means.var(0) > 0.01).sum())
+        got = _invoke(fn, name, means)
+        try:
+            got = int(got)
+        except (TypeError, ValueError):
+            raise CheckFailed(f"{name} returned {got!r}, expected a whole number") from None
+        if got != expected:
+            raise CheckFailed(f"{name} counted {got} active units for per-dimension variances {spreads}, expected "
+                              f"{expected} (active: the variance over images of the posterior mean exceeds 0.01)")

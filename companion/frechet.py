@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["Classifier", "train_classifier", "load_classifier", "feature_statistics", "frechet_distance",
-           "classifier_frechet_distance", "accuracy", "save_classifier", "CLASSIFIER_FILE"]
+           "classifier_frechet_distance", "score_vae_samples", "accuracy", "save_classifier", "CLASSIFIER_FILE"]
 
 CLASSIFIER_FILE = "classifier.pt"
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
@@ -215,6 +215,42 @@ def classifier_frechet_distance(images_a: Tensor, images_b: Tensor, classifier: 
     stats_a = feature_statistics(_features(classifier, images_a, batch_size))
     stats_b = feature_statistics(_features(classifier, images_b, batch_size))
     return frechet_distance(*stats_a, *stats_b)
+
+
+@torch.no_grad()
+def score_vae_samples(model, real: Tensor, classifier: Classifier, samples: int = 10_000, seed: int = 0) -> dict:
+    """Classifier Frechet distances of a VAE's samples from the prior to the real images ``real``.
+
+    ``samples`` latents z ~ N(0, I) are decoded (1000 at a time) and turned into images two ways:
+
+    - ``"mean"``: the likelihood's mean E[x | z] (what the model predicts), clamped to [0, 1];
+    - ``"params"``: the decoder's first output as an image, the sigmoid of the logit for the
+      Bernoulli, continuous Bernoulli and Beta, the clamped mean for the Gaussians and the Laplace
+      (the "parameters as images" of chapter "Bernoulli on grey pixels, and the continuous Bernoulli").
+
+    Arguments:
+        model: a ``companion.models.VAE``. real: float images (N, 1, 28, 28) in [0, 1].
+        classifier: see ``load_classifier``. samples: how many; the estimate is biased upwards for
+            small numbers, so compare only values computed with the same number.
+        seed: seeds the latents (torch's global generator is restored afterwards).
+    Returns:
+        ``{"mean": float, "params": float, "samples": int}``.
+    """
+    from .likelihoods import Beta, Bernoulli, ContinuousBernoulli
+
+    device = next(model.parameters()).device
+    z = torch.randn(samples, model.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        params = torch.cat([model.decode(z[i:i + 1000]) for i in range(0, samples, 1000)])
+    finally:
+        model.train(was_training)
+    means = model.likelihood.mean(params).clamp(0, 1)
+    logit_based = isinstance(model.likelihood, (Bernoulli, ContinuousBernoulli, Beta))
+    as_params = torch.sigmoid(params[:, 0]) if logit_based else params[:, 0].clamp(0, 1)
+    return {"mean": classifier_frechet_distance(means, real, classifier),
+            "params": classifier_frechet_distance(as_params, real, classifier), "samples": samples}
 
 
 def save_classifier(model: Classifier, metrics: dict, out: str | os.PathLike) -> None:

@@ -297,31 +297,19 @@ def reproduce(name: str, root: str | os.PathLike | None = None, *, device: str =
     return metrics
 
 
-@torch.no_grad()
-def _frechet(model, data, run: VAERun, root=None, samples: int = 10_000) -> dict:
-    """Classifier Frechet distances of prior samples to the test set (see ``companion.frechet``).
+def _frechet(model, data, run: VAERun, root=None) -> dict:
+    """``score_vae_samples`` with 10,000 samples against the grey-level test set, as metrics.json entries.
 
-    ``frechet_mean``: images = the likelihood's mean E[x | z]; ``frechet_params``: images = the
-    decoder's first output squashed to [0, 1] (sigmoid of the logit for the Bernoulli family, the
-    clamped mean for the Gaussians), the "parameters as images" of chapter 10. Gaussian means are
-    clamped to [0, 1]. The classifier comes from the results root if it holds one, else from
-    ``book/results``.
+    The reference is always the grey-level test set, also for models of binarised data (whose means
+    are pixel probabilities), so that every Frechet distance in the book is a distance to the same
+    images. The classifier comes from the results root if it holds one, else from ``book/results``.
     """
-    from .frechet import CLASSIFIER_FILE, classifier_frechet_distance, load_classifier
+    from .frechet import CLASSIFIER_FILE, load_classifier, score_vae_samples
 
     local = root is not None and (Path(root) / f"classifier-{run.dataset}" / CLASSIFIER_FILE).is_file()
     classifier = load_classifier(run.dataset, root if local else None, device=next(model.parameters()).device)
-    torch.manual_seed(run.train.seed)
-    device = next(model.parameters()).device
-    z = torch.randn(samples, run.model.latent_dim, device=device)
-    params = torch.cat([model.decode(z[i:i + 1000]) for i in range(0, samples, 1000)])
-    means = model.likelihood.mean(params).clamp(0, 1)
-    first = params[:, 0]
-    as_params = torch.sigmoid(first) if run.model.likelihood in ("bernoulli", "continuous-bernoulli", "beta") else first.clamp(0, 1)
-    real = to_float(data.test, run.binarize)
-    return {"frechet_mean": classifier_frechet_distance(means, real, classifier),
-            "frechet_params": classifier_frechet_distance(as_params, real, classifier),
-            "frechet_samples": samples}
+    scores = score_vae_samples(model, to_float(data.test, False), classifier, seed=run.train.seed)
+    return {"frechet_mean": scores["mean"], "frechet_params": scores["params"], "frechet_samples": scores["samples"]}
 
 
 def _reproduce_classifier(name, experiment: ClassifierExperiment, out: Path, *, device, data_root, epochs, progress) -> dict:

@@ -107,8 +107,11 @@ def test_no_token_of_a_reference_solution_in_the_student_version(path, tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.stem)
-def test_checks_pass_on_the_reference_and_fail_on_the_student_version(path, tmp_path):
-    summary = assignments.build([path.stem], tmp_path, verify=True, log=lambda *_: None)
+def test_checks_fail_on_the_student_version(path, tmp_path):
+    """Every check fails, saying "not implemented yet", on the unmodified student version. That the
+    checks pass on the reference solution is tested by nbval, which executes the chapter itself with
+    the hidden checks inline (``assignments build --verify`` does both for instructors)."""
+    summary = assignments.build([path.stem], tmp_path, verify=True, reference=False, log=lambda *_: None)
     assert summary[path.stem]["checks"] >= 1 and summary[path.stem]["verify_s"] > 0
 
 
