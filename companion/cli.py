@@ -38,8 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--reduction", choices=["sum", "mean"], default="sum",
                      help="sum the reconstruction term over pixels (the ELBO) or average it (beta times D)")
     vae.add_argument("--likelihood", choices=sorted(LIKELIHOODS), default="bernoulli")
-    vae.add_argument("--sigma", type=float, default=None, help="sigma of the gaussian likelihood (data in [0, 1])")
+    vae.add_argument("--sigma", type=float, default=None,
+                     help="sigma of the gaussian likelihood, or the initial sigma of gaussian-learned (data in [0, 1])")
     vae.add_argument("--beta", type=float, default=1.0, help="weight of the KL term in the loss")
+    vae.add_argument("--free-bits", type=float, default=0.0,
+                     help="nats per latent dimension charged at least (Kingma et al., 2016); 0 for the plain loss")
     vae.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=True,
                      help="dynamic binarisation of the pixels (the MNIST likelihood protocol)")
     vae.add_argument("--epochs", type=int, default=10)
@@ -102,7 +105,7 @@ def _train_vae(args) -> int:
         batch_size=args.batch_size,
         model=VAEConfig(latent_dim=args.latent_dim, hidden=tuple(args.hidden), likelihood=args.likelihood,
                         likelihood_options=options, beta=args.beta, architecture=args.architecture,
-                        reduction=args.reduction),
+                        reduction=args.reduction, free_bits=args.free_bits),
         train=TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device),
     )
     m = run_vae(run, args.out, data_root=args.data_root, resume=args.resume, progress=args.progress)

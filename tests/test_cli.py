@@ -103,3 +103,32 @@ def test_reproduce_writes_results_with_provenance(data_root, tmp_path, capsys):
     assert len(recorded["history"]) == 1 and recorded["config"]["model"]["latent_dim"] == 2
     for name in ("samples.png", "reconstructions.png", "manifold.png", "samples_epoch_001.png", "checkpoint.pt"):
         assert (tmp_path / "vae-mlp-mnist-z2" / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_reproduce_part_three_run_scores_samples_and_latent_usage(data_root, tmp_path, capsys):
+    """A sweep entry by glob: no IWAE (k = 0), the classifier Frechet distances of means and parameters
+    (with the recorded MNIST classifier), and the KL per latent dimension."""
+    from companion.reproduce import load_results
+
+    status = main(["reproduce", "sweep-continuous-bernoulli-beta[1]", "--results", str(tmp_path), "--epochs", "1",
+                   "--device", "cpu", "--data-root", str(data_root), "--no-progress"])
+    out = capsys.readouterr().out
+    assert status == 0 and "classifier Frechet distance" in out and "beta16" not in out
+    m = load_results("sweep-continuous-bernoulli-beta1", tmp_path)["metrics"]
+    assert "test_nll_nats" not in m and m["iwae_k"] == 0 and m["likelihood"] == "continuous-bernoulli"
+    assert m["frechet_mean"] > 0 and m["frechet_params"] > 0 and m["frechet_samples"] == 10_000
+    assert len(m["kl_per_dim"]) == 20 and sum(m["kl_per_dim"]) == pytest.approx(m["test_kl"], rel=0.05)
+    assert 0 <= m["active_units"] <= 20
+
+
+@pytest.mark.slow
+def test_reproduce_records_a_classifier(data_root, tmp_path, capsys):
+    from companion.frechet import load_classifier
+
+    status = main(["reproduce", "classifier-mnist", "--results", str(tmp_path), "--epochs", "1", "--device", "cpu",
+                   "--data-root", str(data_root), "--no-progress"])
+    assert status == 0 and "test accuracy" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "classifier-mnist" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.9 and metrics["registered"] is False and metrics["epochs"] == 1
+    assert load_classifier("mnist", root=tmp_path) is not None

@@ -137,3 +137,21 @@ def test_evaluate_nll_and_elbo_on_uint8_images(model_2d):
         from companion.data import ImageData
         data = ImageData("mnist", "test", images, torch.zeros(10), images[:0], torch.zeros(0), images, torch.zeros(10))
         evaluation.evaluate_elbo(model_2d, data, "validation")
+
+
+def test_latent_usage_counts_a_dead_dimension_and_sums_to_the_kl():
+    from companion.evaluation import evaluate_elbo, latent_usage
+    from companion.models import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(image_shape=(1, 4, 4), hidden=(8,), latent_dim=3))
+    with torch.no_grad():
+        last = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)][-1]
+        # the encoder's last layer outputs (mu, logvar); zero the rows of mu_0 so it ignores the image
+        last.weight[0].zero_()
+        last.bias[0] = 0.3
+    images = (torch.rand(500, 1, 4, 4) * 255).to(torch.uint8)
+    usage = latent_usage(model, images, binarize=False)
+    assert usage["activity"][0] < 1e-10 and usage["active_units"] == sum(a > 0.01 for a in usage["activity"]) < 3
+    kl = evaluate_elbo(model, images, binarize=False)["kl"]
+    assert sum(usage["kl_per_dim"]) == pytest.approx(kl, rel=1e-5)
