@@ -2,6 +2,7 @@
 
     python -m companion reproduce --list
     python -m companion reproduce vae-mlp-mnist
+    python -m companion reproduce 'sweep-*' 'sigma-*'      # several, by name or shell glob
 
 Each entry of ``REGISTRY`` is an ``Experiment``: a ``VAERun`` (data, model, training) plus how to
 evaluate it (the IWAE estimate of the test log-likelihood with ``iwae_k`` samples). ``reproduce``
@@ -16,11 +17,18 @@ from the checkpoint if the run was interrupted, evaluates, and writes to the run
 - ``samples.png``, ``reconstructions.png``, ``samples_epoch_NNN.png`` (fixed latents decoded during
   training) and, for Z = 2, ``manifold.png``.
 
+Part III's experiments add ``kl_per_dim`` and ``active_units`` (``evaluation.latent_usage``) and, with
+``frechet=True``, ``frechet_mean`` and ``frechet_params`` (``frechet.score_vae_samples``, 10,000 prior
+samples against the grey-level test set); ``iwae_k = 0`` skips the IWAE evaluation. A run whose loss
+becomes infinite is recorded with ``diverged`` and evaluated at its last finite checkpoint. A
+``ClassifierExperiment`` trains the classifier of the Frechet distance instead and writes
+``classifier.pt`` (kept in git) and ``metrics.json``.
+
 ``checkpoint.pt`` is written there too (that is what makes a run resumable) and is kept out of git by
 ``.gitignore``.
 
 See: appendix "Running the course"; chapters "Training a VAE", "Evaluating a VAE" and "A
-convolutional VAE".
+convolutional VAE"; Part III, chapters 10 to 14.
 """
 
 from __future__ import annotations
