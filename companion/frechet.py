@@ -195,7 +195,7 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
 
 
 def classifier_frechet_distance(images_a: Tensor, images_b: Tensor, classifier: Classifier,
-                                batch_size: int = 1000) -> float:
+                                batch_size: int = 250) -> float:
     """The Frechet distance between two sets of images in ``classifier``'s feature space.
 
     Arguments:
@@ -203,6 +203,7 @@ def classifier_frechet_distance(images_a: Tensor, images_b: Tensor, classifier: 
             and in practice thousands: the covariance of 128 features needs many samples, and the
             estimate is biased upwards for small N).
         classifier: a ``Classifier`` (see ``load_classifier``).
+        batch_size: images per forward pass (250 keeps the convolutional activations near 80 MB).
     Returns:
         The squared Frechet distance (a float >= 0; 0 for identical sets). Not comparable with
         published FIDs (see the module docstring).
