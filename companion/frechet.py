@@ -43,8 +43,7 @@ class Classifier(nn.Module):
     """A small CNN for 28 x 28 grey images: two conv blocks, a 128-unit feature layer, 10 logits.
 
     conv 3x3 (32) - batch norm - ReLU - max-pool - conv 3x3 (64) - batch norm - ReLU - max-pool -
-    linear (128) - ReLU -
-    dropout 0.25 - linear (10). ``features`` returns the 128 post-ReLU activations before dropout,
+    linear (128) - ReLU - dropout 0.25 - linear (10). ``features`` returns the 128 post-ReLU activations before dropout,
     which the Frechet distance uses.
 
     Input: images (B, 1, 28, 28) in [0, 1]. Output: logits (B, 10).
