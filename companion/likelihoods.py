@@ -220,7 +220,30 @@ class GaussianPixelSigma(_GaussianFamily):
         return self.min_sigma + torch.exp(self.raw.detach())
 
 
-class GaussianPredictedSigma(_GaussianFamily):
+class _FlooredSigma(_GaussianFamily):
+    """A Gaussian whose sigma is never below ``min_sigma`` (ValueError unless it is positive)."""
+
+    num_params = 1
+
+    def __init__(self, min_sigma: float = 1e-3):
+        super().__init__()
+        self.min_sigma = _positive("min_sigma", min_sigma)
+
+
+class _OptimalSigma(_FlooredSigma):
+    """sigma at its maximum-likelihood value given x and mu (``_optimal_log_sigma``); with no x, as
+    when sampling, sigma is 0 and ``sample`` returns mu."""
+
+    def log_sigma(self, x, params):
+        if x is None:
+            return torch.tensor(-math.inf, dtype=params.dtype, device=params.device)
+        return self._optimal_log_sigma(x, params[:, 0])
+
+    def _optimal_log_sigma(self, x: Tensor, mu: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class GaussianPredictedSigma(_FlooredSigma):
     """The decoder predicts sigma per pixel and per image: params[:, 0] is mu, params[:, 1] a raw scale.
 
     sigma = min_sigma + softplus(raw), so the decoder can express certainty (small sigma) and
@@ -235,15 +258,11 @@ class GaussianPredictedSigma(_GaussianFamily):
 
     num_params = 2
 
-    def __init__(self, min_sigma: float = 1e-3):
-        super().__init__()
-        self.min_sigma = _positive("min_sigma", min_sigma)
-
     def log_sigma(self, x, params):
         return torch.log(self.min_sigma + F.softplus(params[:, 1]))
 
 
-class GaussianOptimalPixelSigma(_GaussianFamily):
+class GaussianOptimalPixelSigma(_OptimalSigma):
     """sigma set, pixel by pixel, to its maximum-likelihood value |x - mu|, with a floor.
 
     Substituting sigma_d = |x_d - mu_d| gives log p = -log|x_d - mu_d| - 1/2 - log(2 pi)/2 per
@@ -257,19 +276,11 @@ class GaussianOptimalPixelSigma(_GaussianFamily):
     See: chapter "The Gaussian decoder's sigma" (the derivation and its instability).
     """
 
-    num_params = 1
-
-    def __init__(self, min_sigma: float = 1e-3):
-        super().__init__()
-        self.min_sigma = _positive("min_sigma", min_sigma)
-
-    def log_sigma(self, x, params):
-        if x is None:
-            return torch.tensor(-math.inf, dtype=params.dtype, device=params.device)
-        return torch.log((x - params[:, 0]).abs().clamp_min(self.min_sigma))
+    def _optimal_log_sigma(self, x, mu):
+        return torch.log((x - mu).abs().clamp_min(self.min_sigma))
 
 
-class GaussianOptimalImageSigma(_GaussianFamily):
+class GaussianOptimalImageSigma(_OptimalSigma):
     """One sigma per image at its maximum-likelihood value, sigma^2 = ||x - mu||^2 / D: the sigma-VAE.
 
     Substituting gives log p(x) = -(D/2) log(||x - mu||^2 / D) - D/2 - (D/2) log(2 pi): the
@@ -284,16 +295,8 @@ class GaussianOptimalImageSigma(_GaussianFamily):
     See: Rybkin, Daniilidis & Levine (2021); chapter "The Gaussian decoder's sigma".
     """
 
-    num_params = 1
-
-    def __init__(self, min_sigma: float = 1e-3):
-        super().__init__()
-        self.min_sigma = _positive("min_sigma", min_sigma)
-
-    def log_sigma(self, x, params):
-        if x is None:
-            return torch.tensor(-math.inf, dtype=params.dtype, device=params.device)
-        mse = (x - params[:, 0]).square().flatten(1).mean(1).clamp_min(self.min_sigma**2)
+    def _optimal_log_sigma(self, x, mu):
+        mse = (x - mu).square().flatten(1).mean(1).clamp_min(self.min_sigma**2)
         return (0.5 * torch.log(mse)).view(-1, *([1] * (x.dim() - 1)))
 
 
