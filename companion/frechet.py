@@ -36,7 +36,6 @@ __all__ = ["Classifier", "train_classifier", "load_classifier", "feature_statist
            "classifier_frechet_distance", "score_vae_samples", "accuracy", "save_classifier", "CLASSIFIER_FILE"]
 
 CLASSIFIER_FILE = "classifier.pt"
-RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 
 
 class Classifier(nn.Module):
@@ -139,6 +138,8 @@ def load_classifier(dataset: str, root: str | os.PathLike | None = None, device:
     Raises:
         FileNotFoundError: if it has not been trained; the message gives the command that trains it.
     """
+    from .reproduce import RESULTS   # the one definition of book/results
+
     path = Path(root or RESULTS) / f"classifier-{dataset}" / CLASSIFIER_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no classifier for {dataset!r} at {path}; train and record it with "

@@ -9,8 +9,8 @@ import scipy.linalg
 import torch
 
 from companion.data import load_dataset
-from companion.frechet import RESULTS, classifier_frechet_distance, frechet_distance, load_classifier
-from companion.frechet import accuracy
+from companion.frechet import accuracy, classifier_frechet_distance, frechet_distance, load_classifier
+from companion.reproduce import RESULTS
 
 
 def _random_gaussian(rng, dim):
