@@ -22,7 +22,7 @@ from torchvision.utils import make_grid, save_image
 from .data import to_float
 
 __all__ = ["show_grid", "save_grid", "plot_history", "manifold_latents", "encode_means", "latent_scatter",
-           "interpolate", "LatentExplorer"]
+           "interpolate", "latent_path", "LatentExplorer"]
 
 
 def _check_images(images: Tensor) -> Tensor:
@@ -142,6 +142,29 @@ def latent_scatter(model, images: Tensor, labels: Tensor, classes: tuple[str, ..
     ax.legend(handles, values, fontsize=7, markerscale=0.8, loc="upper right", framealpha=0.8)
     ax.set(xlabel=names[0], ylabel=names[1])
     return ax
+
+
+def latent_path(z_a: Tensor, z_b: Tensor, steps: int = 10, spherical: bool = False) -> Tensor:
+    """Points from z_a to z_b (each shape (Z,)): shape (steps, Z).
+
+    Linear: z_a + t (z_b - z_a). Spherical ("slerp", White 2016): the great-circle path, which keeps
+    the norm near sqrt(Z), where a Gaussian prior's samples lie; the midpoint of a straight line
+    between two samples has a norm near sqrt(Z / 2), a region the generator rarely saw in training.
+
+    Raises:
+        ValueError: for steps < 2 or shapes that differ.
+    See: chapter "GANs" (the interpolation figure).
+    """
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    if z_a.shape != z_b.shape or z_a.dim() != 1:
+        raise ValueError(f"expected two latents of the same shape (Z,), got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
+    t = torch.linspace(0, 1, steps, device=z_a.device, dtype=z_a.dtype)[:, None]
+    if not spherical:
+        return z_a + t * (z_b - z_a)
+    cos = torch.dot(z_a, z_b) / (z_a.norm() * z_b.norm())
+    omega = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+    return (torch.sin((1 - t) * omega) * z_a + torch.sin(t * omega) * z_b) / torch.sin(omega)
 
 
 @torch.no_grad()

@@ -24,6 +24,11 @@ becomes infinite is recorded with ``diverged`` and evaluated at its last finite 
 ``ClassifierExperiment`` trains the classifier of the Frechet distance instead and writes
 ``classifier.pt`` (kept in git) and ``metrics.json``.
 
+Part IV's experiments train a GAN or a RealNVP (a ``ModelRun``): their ``metrics.json`` holds the
+last epoch's terms, ``frechet`` (``frechet.score_samples``, 10,000 samples), ``parameters`` and, for
+the flow, ``test_nll_nats`` and ``test_bits_per_dim``; the GAN adds ``interpolation.png`` (linear and
+spherical paths between fixed latents).
+
 ``checkpoint.pt`` is written there too (that is what makes a run resumable) and is kept out of git by
 ``.gitignore``.
 
@@ -46,10 +51,13 @@ from .data import load_dataset, to_float
 from .evaluation import evaluate_elbo, evaluate_nll, latent_usage
 from .models.vae import VAEConfig
 from .plots import save_grid
-from .runs import VAERun, _device_name, git_commit, load_run, run_vae
+from .models.flow import FlowConfig
+from .models.gan import GANConfig
+from .plots import latent_path
+from .runs import ModelRun, VAERun, _device_name, git_commit, load_model_run, load_run, run_model, run_vae
 from .training import TrainConfig, _write_json, resolve_device
 
-__all__ = ["Experiment", "ClassifierExperiment", "REGISTRY", "reproduce", "results_dir", "load_results", "matching"]
+__all__ = ["Experiment", "ClassifierExperiment", "REGISTRY", "HEAD_TO_HEAD", "reproduce", "results_dir", "load_results", "matching"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 
@@ -61,7 +69,8 @@ class Experiment:
     Attributes:
         description: one line for ``--list``.
         chapter: the chapter that shows it.
-        run: the ``VAERun`` (its ``train.device`` is replaced by the device chosen at run time).
+        run: the ``VAERun``, or for Part IV a ``ModelRun`` (a GAN or a flow); its ``train.device`` is
+            replaced by the device chosen at run time.
         iwae_k: importance samples per test image for ``test_nll_nats``.
         gap_images: how many training and test images the train/test gap is measured on (IWAE, same k).
         curve_ks: values of k for ``iwae_curve.json`` (empty: no curve). curve_images: images it uses.
@@ -76,7 +85,7 @@ class Experiment:
 
     description: str
     chapter: str
-    run: VAERun
+    run: VAERun | ModelRun
     iwae_k: int = 5000
     gap_images: int = 1000
     curve_ks: tuple[int, ...] = ()
@@ -124,6 +133,13 @@ RD_BETAS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 def _label(x: float) -> str:
     return f"{x:g}"
 
+
+def _part4_run(kind: str, model, epochs: int, lr: float) -> ModelRun:
+    return ModelRun(kind, model, dataset="mnist", batch_size=128, train=TrainConfig(epochs=epochs, lr=lr, seed=0))
+
+
+#: The head-to-head of chapter "Head to head": three families on grey-level MNIST, one evaluation.
+HEAD_TO_HEAD = ("h2h-vae-mnist", "h2h-gan-mnist", "h2h-flow-mnist")
 
 REGISTRY: dict[str, Experiment] = {
     "vae-mlp-mnist": Experiment(
@@ -179,6 +195,21 @@ REGISTRY: dict[str, Experiment] = {
         "784-400-20 beta-VAE on binarised MNIST, beta = 8 with free bits (0.5 nats per dimension), 20 epochs",
         "beta-VAE, blur and posterior collapse", _binarised_run(20, (400,), 20, beta=8.0, free_bits=0.5),
         iwae_k=0, frechet=True),
+    "h2h-vae-mnist": Experiment(
+        "784-400-20 VAE, discretized logistic on 8-bit MNIST, 30 epochs; IWAE k = 100 (bits/dim on 0..255)",
+        "Head to head", _binarised_run(20, (400,), 30, binarize=False, likelihood="discretized-logistic"),
+        iwae_k=100, frechet=True, snapshot_epochs=(1, 5, 30)),
+    "h2h-gan-mnist": Experiment(
+        "MLP GAN of seed 001 (G 128-256-512-1024, D 512-256), non-saturating loss, Adam 5e-4, MNIST, 60 epochs",
+        "GANs", _part4_run("gan", GANConfig(), 60, 5e-4), iwae_k=0, frechet=True, snapshot_epochs=(1, 5, 20, 60)),
+    "gan-mnist-saturating": Experiment(
+        "The same GAN with the saturating generator loss log(1 - D(G(z))), MNIST, 20 epochs",
+        "GANs", _part4_run("gan", GANConfig(generator_loss="saturating"), 20, 5e-4), iwae_k=0, frechet=True,
+        snapshot_epochs=(1, 5, 20)),
+    "h2h-flow-mnist": Experiment(
+        "RealNVP, 2 scales, coupling ResNets of 32 channels x 2 blocks, dequantized 8-bit MNIST, 12 epochs",
+        "Normalizing flows", _part4_run("flow", FlowConfig(scales=2, hidden=32, blocks=2), 12, 1e-3), iwae_k=0,
+        frechet=True, snapshot_epochs=(1, 4, 12)),
 }
 
 
@@ -243,6 +274,9 @@ def reproduce(name: str, root: str | os.PathLike | None = None, *, device: str =
                                      progress=progress)
     run = experiment.run
     run = replace(run, train=replace(run.train, device=device, epochs=epochs or run.train.epochs))
+    if isinstance(run, ModelRun):
+        return _reproduce_model(name, experiment, run, out, root, device=device, data_root=data_root,
+                                epochs=epochs, progress=progress)
     k = experiment.iwae_k if iwae_k is None else iwae_k
     max_latents = max_latents or experiment.max_latents
 
@@ -312,12 +346,52 @@ def _frechet(model, data, run: VAERun, root=None) -> dict:
     are pixel probabilities), so that every Frechet distance in the book is a distance to the same
     images. The classifier comes from the results root if it holds one, else from ``book/results``.
     """
-    from .frechet import CLASSIFIER_FILE, load_classifier, score_vae_samples
+    from .frechet import score_vae_samples
 
-    local = root is not None and (Path(root) / f"classifier-{run.dataset}" / CLASSIFIER_FILE).is_file()
-    classifier = load_classifier(run.dataset, root if local else None, device=next(model.parameters()).device)
+    classifier = _classifier(run.dataset, root, next(model.parameters()).device)
     scores = score_vae_samples(model, to_float(data.test, False), classifier, seed=run.train.seed)
     return {"frechet_mean": scores["mean"], "frechet_params": scores["params"], "frechet_samples": scores["samples"]}
+
+
+def _reproduce_model(name, experiment: Experiment, run: ModelRun, out: Path, root, *, device, data_root, epochs,
+                     progress) -> dict:
+    """Part IV: train the GAN or flow, then its sample figures and Frechet distance (see the module docstring)."""
+    from .frechet import score_samples
+
+    latent = run.model.latent_dim if run.kind == "gan" else run.model.num_pixels
+    fixed_z = torch.randn(32, latent, generator=torch.Generator().manual_seed(1234))
+
+    def snapshot(trainer, epoch):
+        if epoch in experiment.snapshot_epochs:
+            save_grid(trainer.model.generate(z=fixed_z.to(trainer.device)), out / f"samples_epoch_{epoch:03d}.png", nrow=16)
+
+    where = resolve_device(device)
+    data = load_dataset(run.dataset, data_root, device=where, val_size=run.val_size)
+    metrics = run_model(run, out, data=data, progress=progress, on_epoch_end=snapshot)
+    model, _, _, _ = load_model_run(out, device=where)
+    start = time.perf_counter()
+    if run.kind == "gan":
+        paths = [latent_path(fixed_z[2 * i], fixed_z[2 * i + 1], 10, spherical=sph) for i in range(4) for sph in (False, True)]
+        save_grid(model.generate(z=torch.cat(paths).to(where)), out / "interpolation.png", nrow=10)
+    if experiment.frechet:
+        classifier = _classifier(run.dataset, root, where)
+        metrics.update({"frechet": score_samples(model, to_float(data.test), classifier, seed=run.train.seed),
+                        "frechet_samples": 10_000})
+    metrics.update({
+        "evaluation_wall_time_s": time.perf_counter() - start,
+        "command": f"python -m companion reproduce {name}" + (f" --epochs {epochs}" if epochs else ""),
+        "registered": epochs in (None, experiment.run.train.epochs), "python": sys.version.split()[0],
+    })
+    _write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _classifier(dataset: str, root, device):
+    """The dataset's recorded classifier: from the results root if it holds one, else from ``book/results``."""
+    from .frechet import CLASSIFIER_FILE, load_classifier
+
+    local = root is not None and (Path(root) / f"classifier-{dataset}" / CLASSIFIER_FILE).is_file()
+    return load_classifier(dataset, root if local else None, device=device)
 
 
 def _reproduce_classifier(name, experiment: ClassifierExperiment, out: Path, *, device, data_root, epochs, progress) -> dict:

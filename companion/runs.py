@@ -1,7 +1,8 @@
-"""A VAE run from configuration to run directory: data -> batches -> model -> trainer -> results.
+"""A run from configuration to run directory: data -> batches -> model -> trainer -> results.
 
 ``run_vae`` is what ``python -m companion train vae`` calls; chapters call it too, and ``load_run``
-lets them reuse a finished run instead of training again. A run directory holds:
+lets them reuse a finished run instead of training again. ``run_model`` and ``load_model_run`` do the
+same for the GAN and the normalizing flow of Part IV (a ``ModelRun``). A VAE's run directory holds:
 
 - ``config.json``: the ``VAERun`` (data, model and training settings);
 - ``checkpoint.pt`` and ``history.json``: written after every epoch (an interrupted run resumes);
@@ -24,11 +25,16 @@ from pathlib import Path
 import torch
 
 from .data import Batches, ImageData, load_dataset
+from .models.flow import FlowConfig, RealNVP
+from .models.gan import GAN, GANConfig
 from .models.vae import VAE, VAEConfig
 from .plots import manifold_latents, save_grid
 from .training import CHECKPOINT, Trainer, TrainConfig, _write_json, evaluate
 
-__all__ = ["VAERun", "run_vae", "load_run", "git_commit"]
+__all__ = ["VAERun", "ModelRun", "run_vae", "run_model", "load_run", "load_model_run", "git_commit", "MODELS"]
+
+#: The model families of Part IV: ``ModelRun.kind`` -> (model class, config class).
+MODELS = {"gan": (GAN, GANConfig), "flow": (RealNVP, FlowConfig)}
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,47 @@ class VAERun:
         return cls(model=VAEConfig(**data.pop("model")), train=TrainConfig(**data.pop("train")), **data)
 
 
+@dataclass(frozen=True)
+class ModelRun:
+    """Everything that defines a GAN or flow run (Part IV); the data are grey levels, never binarised.
+
+    Attributes:
+        kind: "gan" or "flow" (a key of ``MODELS``).
+        model: its ``GANConfig`` or ``FlowConfig``.
+        dataset, batch_size, val_size, train: as in ``VAERun``.
+    Raises:
+        ValueError: for an unknown kind or a config of another kind.
+    """
+
+    kind: str
+    model: GANConfig | FlowConfig
+    dataset: str = "mnist"
+    batch_size: int = 128
+    val_size: int = 10_000
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.kind not in MODELS:
+            raise ValueError(f"kind must be one of {sorted(MODELS)}, got {self.kind!r}")
+        if not isinstance(self.model, MODELS[self.kind][1]):
+            raise ValueError(f"a {self.kind} run needs a {MODELS[self.kind][1].__name__}, got {type(self.model).__name__}")
+
+    binarize = False   # a class constant (not a field): Part IV models see grey levels
+
+    def build(self):
+        """The model, freshly initialised."""
+        return MODELS[self.kind][0](self.model)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelRun":
+        """Inverse of ``dataclasses.asdict``; raises TypeError for unknown keys, ValueError for an unknown kind."""
+        data = dict(data)
+        if data.get("kind") not in MODELS:
+            raise ValueError(f"kind must be one of {sorted(MODELS)}, got {data.get('kind')!r}")
+        config = MODELS[data["kind"]][1](**data.pop("model"))
+        return cls(model=config, train=TrainConfig(**data.pop("train")), **data)
+
+
 def git_commit(path: str | os.PathLike = ".") -> str | None:
     """The commit of the checkout containing ``path`` (with "-dirty" if it has changes), or None."""
     try:
@@ -77,9 +124,29 @@ def _device_name(device: torch.device) -> str:
     return f"{device.type} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def _signature(run: VAERun) -> dict:
+def _signature(run: VAERun | ModelRun) -> dict:
     """What a checkpoint must match to be resumed or loaded: the run minus its length and device."""
     return json.loads(json.dumps(asdict(replace(run, train=replace(run.train, epochs=0, device="auto")))))
+
+
+def _start(run, out, make_model, data_root, data, progress) -> tuple[Path, Trainer, ImageData]:
+    """Create ``out``, build the trainer (seeded model), load or move the data, write ``config.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer.build(make_model, run.train, run_dir=out, progress=progress, signature=_signature(run))
+    if data is None:
+        data = load_dataset(run.dataset, data_root, device=trainer.device, val_size=run.val_size)
+    elif data.train.device != trainer.device:
+        data = ImageData(**{k: (v.to(trainer.device) if torch.is_tensor(v) else v) for k, v in vars(data).items()})
+    _write_json(out / "config.json", asdict(run))
+    return out, trainer, data
+
+
+def _common_metrics(run, trainer: Trainer, history: list[dict], data: ImageData) -> dict:
+    return {"dataset": run.dataset, "model": run.model.name, "epochs": len(history),
+            "device": _device_name(trainer.device), "wall_time_s": trainer.wall_time_s, "torch": torch.__version__,
+            "commit": git_commit(Path(__file__).parent), "data_source": data.source,
+            "parameters": sum(p.numel() for p in trainer.model.parameters())}
 
 
 def run_vae(run: VAERun, out: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
@@ -103,15 +170,7 @@ def run_vae(run: VAERun, out: str | os.PathLike, *, data_root: str | os.PathLike
         DataNotFoundError: if the data are nowhere (see ``companion.data``).
         ValueError: if ``out`` holds a checkpoint of a different run.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer.build(lambda: VAE(run.model), run.train, run_dir=out, progress=progress,
-                            signature=_signature(run))
-    if data is None:
-        data = load_dataset(run.dataset, data_root, device=trainer.device, val_size=run.val_size)
-    elif data.train.device != trainer.device:
-        data = ImageData(**{k: (v.to(trainer.device) if torch.is_tensor(v) else v) for k, v in vars(data).items()})
-    _write_json(out / "config.json", asdict(run))
+    out, trainer, data = _start(run, out, lambda: VAE(run.model), data_root, data, progress)
     train = Batches(data.train, run.batch_size, shuffle=True, binarize=run.binarize)
     # Evaluation batches: a convolutional decoder keeps 28 x 28 feature maps per image (about 100 MB
     # per layer for 1000 images), so it gets smaller batches to stay within Binder's 2 GB.
@@ -122,21 +181,14 @@ def run_vae(run: VAERun, out: str | os.PathLike, *, data_root: str | os.PathLike
     test = evaluate(trainer.model, Batches(data.test, eval_batch, binarize=run.binarize))
     last = history[-1] if history else {}
     metrics = {
-        "dataset": run.dataset,
-        "model": run.model.name,
+        **_common_metrics(run, trainer, history, data),
         "likelihood": run.model.likelihood,
         "binarized": run.binarize,
-        "epochs": len(history),
         "test_elbo": test["elbo"],
         "test_reconstruction": test["reconstruction"],
         "test_kl": test["kl"],
         "val_elbo": last.get("val/elbo"),
         "train_elbo": last.get("train/elbo"),
-        "device": _device_name(trainer.device),
-        "wall_time_s": trainer.wall_time_s,
-        "torch": torch.__version__,
-        "commit": git_commit(Path(__file__).parent),
-        "data_source": data.source,
     }
     _write_json(out / "metrics.json", metrics)
 
@@ -153,6 +205,65 @@ def run_vae(run: VAERun, out: str | os.PathLike, *, data_root: str | os.PathLike
     return metrics
 
 
+def run_model(run: ModelRun, out: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
+              data: ImageData | None = None, resume: bool = True, progress: bool = True, on_epoch_end=None) -> dict:
+    """Train (or resume) a GAN or flow run in ``out`` and write its results there.
+
+    Arguments: as for ``run_vae``.
+    Returns:
+        The metrics written to ``out/metrics.json``: ``kind``, ``dataset``, ``model``, ``epochs``,
+        ``device``, ``wall_time_s``, ``parameters``, ``commit``, the last epoch's train and
+        validation terms (``train/...``, ``val/...``) and, for a flow, ``test_nll_nats`` and
+        ``test_bits_per_dim`` (exact log-density of one dequantization of each test image, with a
+        fixed seed). ``samples.png`` holds 64 samples.
+    Raises:
+        DataNotFoundError, ValueError: as for ``run_vae``.
+    """
+    out, trainer, data = _start(run, out, run.build, data_root, data, progress)
+    train = Batches(data.train, run.batch_size, shuffle=True)
+    val = Batches(data.val, 500) if len(data.val) else None
+    history = trainer.fit(train, val, resume=resume, on_epoch_end=on_epoch_end)
+    last = history[-1] if history else {}
+    metrics = {"kind": run.kind, **_common_metrics(run, trainer, history, data),
+               **{k: v for k, v in last.items() if k.startswith(("train/", "val/"))}}
+    model = trainer.model
+    if run.kind == "flow":
+        test = evaluate(model, Batches(data.test, 500))
+        metrics.update({"test_nll_nats": test["nll"], "test_bits_per_dim": test["bits_per_dim"]})
+    _write_json(out / "metrics.json", metrics)
+    model.eval()
+    with torch.no_grad():
+        torch.manual_seed(run.train.seed)
+        save_grid(model.generate(64), out / "samples.png")
+    return metrics
+
+
+def load_model_run(out: str | os.PathLike, device: str | torch.device = "cpu") -> tuple:
+    """Load a GAN or flow run directory: ``(model, run, history, metrics)`` (model in eval mode).
+
+    Raises:
+        FileNotFoundError: if ``out`` has no ``config.json`` or no checkpoint.
+        ValueError: if the checkpoint does not match ``config.json``.
+    """
+    return _load(out, ModelRun, device)
+
+
+def _load(out, run_class, device):
+    out = Path(out)
+    for name in ("config.json", CHECKPOINT):
+        if not (out / name).is_file():
+            raise FileNotFoundError(f"{out / name} not found: is {out} a run directory of the companion?")
+    run = run_class.from_dict(json.loads((out / "config.json").read_text()))
+    state = torch.load(out / CHECKPOINT, map_location=device, weights_only=False)
+    if state["signature"] != _signature(run):
+        raise ValueError(f"{out / CHECKPOINT} does not match {out / 'config.json'}: the checkpoint was written by another run")
+    model = (VAE(run.model) if run_class is VAERun else run.build()).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
+    return model, run, state["history"], metrics
+
+
 def load_run(out: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[VAE, VAERun, list[dict], dict | None]:
     """Load a finished (or interrupted) run: ``(model, run, history, metrics)``.
 
@@ -160,16 +271,4 @@ def load_run(out: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
         FileNotFoundError: if ``out`` has no ``config.json`` or no checkpoint.
         ValueError: if the checkpoint does not match ``config.json``.
     """
-    out = Path(out)
-    for name in ("config.json", CHECKPOINT):
-        if not (out / name).is_file():
-            raise FileNotFoundError(f"{out / name} not found: is {out} a run directory of `companion train vae`?")
-    run = VAERun.from_dict(json.loads((out / "config.json").read_text()))
-    state = torch.load(out / CHECKPOINT, map_location=device, weights_only=False)
-    if state["signature"] != _signature(run):
-        raise ValueError(f"{out / CHECKPOINT} does not match {out / 'config.json'}: the checkpoint was written by another run")
-    model = VAE(run.model).to(device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
-    return model, run, state["history"], metrics
+    return _load(out, VAERun, device)

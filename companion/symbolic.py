@@ -9,7 +9,9 @@ Contents: the Gaussian KL (1-D by integration, diagonal, full covariance); the n
 log-likelihoods of the Bernoulli, Gaussian and Laplace distributions; the ELBO of a linear-Gaussian
 model, whose evidence and posterior are exact; the toy objective of the reparameterization chapter
 and its exact gradient; Part III's continuous-Bernoulli normaliser and mean, the optimal Gaussian
-sigmas (per dimension and shared), the sigma-to-beta mapping and the Beta's moments.
+sigmas (per dimension and shared), the sigma-to-beta mapping and the Beta's moments; Part IV's
+optimal discriminator and generator-loss gradients (GANs), the change of variables and the coupling
+layer's triangular Jacobian (flows).
 
 See: chapters "From likelihoods to losses", "The evidence lower bound", "The Gaussian KL in closed
 form", "The reparameterization trick".
@@ -38,6 +40,10 @@ __all__ = [
     "optimal_sigma_shared",
     "sigma_to_beta",
     "beta_moments",
+    "optimal_discriminator",
+    "generator_loss_gradients",
+    "coupling_jacobian",
+    "change_of_variables_1d",
 ]
 
 x = sp.Symbol("x", real=True)
@@ -297,3 +303,88 @@ def beta_moments() -> dict[str, sp.Expr]:
     mean = sp.gammasimp(beta_function(a + 1, b) / beta_function(a, b))
     second = sp.gammasimp(beta_function(a + 2, b) / beta_function(a, b))
     return {"a": a, "b": b, "mean": sp.factor(mean), "variance": sp.factor(sp.simplify(second - mean**2))}
+
+
+def optimal_discriminator() -> dict[str, sp.Expr]:
+    """The discriminator that maximises the GAN value for a fixed generator, and the value there.
+
+    At each x the integrand of V(D, G) = integral of p_data log D + p_g log(1 - D) dx is
+    a log D + b log(1 - D) with a = p_data(x), b = p_g(x); sympy solves d/dD = 0 for
+    D* = a / (a + b) and checks that the second derivative is negative. Substituting D* and then
+    p_g = p_data gives V = -log 4 at the equilibrium, with D* = 1/2 everywhere.
+
+    Returns:
+        ``{"p_data", "p_g", "D", "integrand", "optimum", "second_derivative", "value_at_equilibrium"}``
+        where ``value_at_equilibrium`` is the integrand at D* with p_g = p_data, integrated against a
+        density (so a multiple of the integral of p_data, which is 1).
+    See: Goodfellow et al. (2014), proposition 1 and theorem 1; chapter "GANs".
+    """
+    a, b = sp.symbols("p_data p_g", positive=True)
+    d = sp.Symbol("D", positive=True)
+    integrand = a * sp.log(d) + b * sp.log(1 - d)
+    (optimum,) = sp.solve(sp.diff(integrand, d), d)
+    second = sp.simplify(sp.diff(integrand, d, 2).subs(d, optimum))
+    at_equilibrium = sp.simplify(sp.expand_log(integrand.subs(d, optimum).subs(b, a), force=True) / a)
+    return {"p_data": a, "p_g": b, "D": d, "integrand": integrand, "optimum": optimum,
+            "second_derivative": second, "value_at_equilibrium": at_equilibrium}
+
+
+def generator_loss_gradients() -> dict[str, sp.Expr]:
+    """Derivatives of the two generator losses with respect to the discriminator's logit l.
+
+    With D = sigmoid(l): the saturating loss log(1 - D) has derivative -D, which vanishes as
+    D -> 0 (a discriminator that confidently rejects the samples gives the generator nothing to
+    learn from); the non-saturating loss -log D has derivative D - 1, which tends to -1.
+
+    Returns:
+        ``{"logit", "saturating", "non_saturating", "d_saturating", "d_non_saturating"}``.
+    See: Goodfellow et al. (2014), section 3; chapter "GANs".
+    """
+    logit = sp.Symbol("l", real=True)
+    d = 1 / (1 + sp.exp(-logit))
+    saturating, non_saturating = sp.log(1 - d), -sp.log(d)
+    return {"logit": logit, "saturating": saturating, "non_saturating": non_saturating,
+            "d_saturating": sp.simplify(sp.diff(saturating, logit)),
+            "d_non_saturating": sp.simplify(sp.diff(non_saturating, logit))}
+
+
+def coupling_jacobian(dim: int = 4, kept: int = 2) -> dict[str, sp.Expr]:
+    """The Jacobian of an affine coupling layer on ``dim`` variables, ``kept`` of them passed through.
+
+    y_i = x_i for i < kept; y_i = x_i exp(s_i(x_:kept)) + t_i(x_:kept) otherwise, with s_i and t_i
+    arbitrary (undefined sympy functions). The Jacobian is lower block-triangular, so its
+    determinant is the product of the diagonal, exp(sum of s_i): sympy computes both.
+
+    Returns:
+        ``{"x", "y", "jacobian", "det", "log_det_of_sum"}`` with ``log_det_of_sum`` = sum of s_i.
+    See: Dinh et al. (2017), equation (6); chapter "Normalizing flows".
+    """
+    xs = sp.symbols(f"x0:{dim}", real=True)
+    cond = xs[:kept]
+    s = [sp.Function(f"s_{i}")(*cond) for i in range(kept, dim)]
+    t = [sp.Function(f"t_{i}")(*cond) for i in range(kept, dim)]
+    ys = list(cond) + [xs[i] * sp.exp(s[i - kept]) + t[i - kept] for i in range(kept, dim)]
+    jacobian = sp.Matrix(ys).jacobian(sp.Matrix(xs))
+    return {"x": xs, "y": ys, "jacobian": jacobian, "det": sp.simplify(jacobian.det()),
+            "log_det_of_sum": sum(s)}
+
+
+def change_of_variables_1d(transform=None) -> dict[str, sp.Expr]:
+    """Density of y = f(x) for x ~ N(0, 1) and an increasing f onto (0, inf), by the change of variables.
+
+    p_y(y) = p_x(f^{-1}(y)) |d f^{-1}/dy|. The default f(x) = exp(x) gives the log-normal density;
+    its integral over y > 0 is evaluated numerically by mpmath (30 digits), since sympy leaves it
+    unevaluated in closed form.
+
+    Arguments:
+        transform: a function of a sympy symbol returning an increasing expression (default exp).
+    Returns:
+        ``{"x", "y", "f", "inverse", "density", "total"}`` (total: the numerical integral of the density).
+    See: chapter "Normalizing flows".
+    """
+    y = sp.Symbol("y", positive=True)
+    f = (transform or sp.exp)(x)
+    (inverse,) = sp.solve(sp.Eq(f, y), x)
+    density = sp.simplify(normal_pdf(inverse, 0, 1) * sp.Abs(sp.diff(inverse, y)))
+    return {"x": x, "y": y, "f": f, "inverse": inverse, "density": density,
+            "total": sp.Integral(density, (y, 0, sp.oo)).evalf(30)}

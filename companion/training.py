@@ -1,7 +1,10 @@
 """A trainer that knows nothing about VAEs: a model gives a loss and named terms; this does the rest.
 
 The contract: ``model.loss(batch) -> (loss, terms)`` where ``loss`` is a scalar tensor to minimise
-and ``terms`` maps names to scalar tensors (batch means) to log. The trainer handles the device,
+and ``terms`` maps names to scalar tensors (batch means) to log. A model whose update is not one
+gradient step on one loss (the GAN's alternating updates of discriminator and generator) defines
+``configure_optimizers(config) -> {name: optimizer}`` and ``training_step(batch, optimizers) ->
+(loss, terms)``, which does its own backward passes and steps; ``loss`` is then only logged. The trainer handles the device,
 seeds, Adam, precision, one progress bar per run, the per-epoch history of train and validation
 terms with wall times, and checkpoints after every epoch, so an interrupted run loses at most the
 epoch in progress and resumes to the same history (bit for bit on a CPU).
@@ -197,9 +200,12 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
-        # The fused kernel updates all parameters in one pass (same arithmetic, about 25% off a CPU step here).
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
-                                          fused=self.device.type in ("cpu", "cuda"))
+        if hasattr(self.model, "configure_optimizers"):     # a model with its own update rule (the GAN)
+            self.optimizers = dict(self.model.configure_optimizers(config))
+        else:
+            # The fused kernel updates all parameters in one pass (same arithmetic, about 25% off a CPU step here).
+            self.optimizers = {"model": torch.optim.Adam(self.model.parameters(), lr=config.lr,
+                                                         fused=self.device.type in ("cpu", "cuda"))}
         self.run_dir = Path(run_dir) if run_dir is not None else None
         train = {k: v for k, v in asdict(config).items() if k not in ("epochs", "device")}
         self.signature = json.loads(json.dumps(
@@ -228,7 +234,7 @@ class Trainer:
         state = {
             "signature": self.signature,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "history": self.history,
             "wall_time_s": self.wall_time_s,
             "rng": _rng_state(self.device),
@@ -255,7 +261,8 @@ class Trainer:
                 "use another run directory or delete the checkpoint to start afresh"
             )
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
         self.history = state["history"]
         self.wall_time_s = state["wall_time_s"]
         _set_rng_state(state["rng"], self.device)
@@ -267,6 +274,25 @@ class Trainer:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of a model trained by one loss (for a model with several, see ``optimizers``)."""
+        if len(self.optimizers) != 1:
+            raise AttributeError(f"this model has several optimizers: {sorted(self.optimizers)}")
+        return next(iter(self.optimizers.values()))
+
+    def step(self, batch) -> tuple[torch.Tensor, dict]:
+        """One update: ``training_step`` when the model has one, else a gradient step on ``model.loss``."""
+        if hasattr(self.model, "training_step"):
+            with self._autocast():
+                return self.model.training_step(batch, self.optimizers)
+        with self._autocast():
+            loss, terms = self.model.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss, terms
 
     def fit(self, train: Iterable, val: Iterable | None = None, *, resume: bool = True,
             on_epoch_end: Callable[["Trainer", int], None] | None = None) -> list[dict]:
@@ -299,11 +325,7 @@ class Trainer:
                 sums: dict[str, torch.Tensor] = {}
                 count = 0
                 for batch in train:
-                    with self._autocast():
-                        loss, terms = self.model.loss(batch)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.optimizer.step()
+                    loss, terms = self.step(batch)
                     n = _first_dim(batch)
                     _accumulate(sums, loss, terms, n)
                     count += n
