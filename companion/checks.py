@@ -23,7 +23,8 @@ __all__ = ["CheckFailed", "check_gaussian_kl", "check_kl_full_covariance", "chec
            "check_laplace_nll", "check_linear_gaussian_elbo",
            "check_score_function_estimator", "check_log_mean_exp", "check_pca",
            "check_importance_weights", "check_equivalent_sigma", "check_cb_log_normalizer", "check_frechet_distance",
-           "check_beta_log_prob", "check_sigma_vae_log_likelihood", "check_active_units"]
+           "check_beta_log_prob", "check_sigma_vae_log_likelihood", "check_active_units",
+           "check_gan_value", "check_coupling_forward", "check_bits_per_dim"]
 
 
 class CheckFailed(AssertionError):
@@ -504,3 +505,77 @@ def check_active_units(fn: Callable[[Tensor], int]) -> None:
         if got != expected:
             raise CheckFailed(f"{name} counted {got} active units for per-dimension variances {spreads}, expected "
                               f"{expected} (active: the variance over images of the posterior mean exceeds 0.01)")
+
+
+def check_gan_value(fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+    """Check ``fn(real_logits, fake_logits)``: the minimax value V(D, G) of one batch, in nats.
+
+    V = mean over real images of log D(x) + mean over generated images of log(1 - D(G(z))), with
+    D = sigmoid(logit). Compared with minus the discriminator's binary cross-entropy on moderate
+    logits and on confident ones (|logit| up to 80), where sigmoid(80) rounds to 1 in float32 and a
+    computation through probabilities gives -inf. Raises CheckFailed. See: chapter "GANs".
+    """
+    import torch.nn.functional as F
+
+    name = "your gan_value"
+    g = torch.Generator().manual_seed(0)
+    cases = {"moderate logits": (torch.randn(64, generator=g), torch.randn(48, generator=g)),
+             "confident logits": (torch.tensor([80.0, 30.0, -20.0, 5.0]), torch.tensor([-80.0, -30.0, 20.0]))}
+    for case, (real, fake) in cases.items():
+        got = _call(fn, name, real.clone(), fake.clone())
+        expected = -(F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                     + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        _compare(name, case, got.reshape(()), expected, rtol=1e-5, atol=1e-6)
+
+
+def check_coupling_forward(fn: Callable) -> None:
+    """Check ``fn(x, mask, scale_shift) -> (y, log_det)``: one affine coupling layer.
+
+    y = mask * x + (1 - mask) * (x * exp(s) + t) with (s, t) = scale_shift(mask * x), and
+    log_det = the sum of (1 - mask) * s over all but the batch dimension, shape (B,). Checked with
+    checkerboard and channel masks, against log |det| of the autograd Jacobian. Raises CheckFailed.
+    See: chapter "Normalizing flows"; Dinh et al. (2017), equations (4) to (6).
+    """
+    from .models.flow import channel_mask, checkerboard_mask
+
+    name = "your coupling_forward"
+    g = torch.Generator().manual_seed(0)
+    w_s, w_t = (torch.randn(32, 32, generator=g, dtype=torch.float64) * 0.3 for _ in range(2))
+
+    def scale_shift(masked):                    # any function of the masked input will do
+        flat = masked.flatten(1)
+        return 0.5 * torch.tanh(flat @ w_s).view_as(masked), torch.sin(flat @ w_t).view_as(masked)
+
+    for case, mask in (("a checkerboard mask", checkerboard_mask((2, 4, 4))), ("a channel mask", channel_mask((2, 4, 4)))):
+        mask = mask.double()
+        x = torch.randn(3, 2, 4, 4, generator=g, dtype=torch.float64)
+        out = _invoke(fn, name, x.clone(), mask, scale_shift)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise CheckFailed(f"{name} must return a pair (y, log_det), got {type(out).__name__}")
+        y, log_det = out
+        s, t = scale_shift(mask * x)
+        _compare(name + " (y)", case, y, mask * x + (1 - mask) * (x * torch.exp(s) + t), rtol=1e-10, atol=1e-12)
+        jac = torch.autograd.functional.jacobian(lambda v: (mask * v + (1 - mask) * (v * torch.exp(scale_shift(mask * v)[0])
+                                                            + scale_shift(mask * v)[1])).flatten(), x[:1])
+        expected0 = torch.linalg.slogdet(jac.reshape(32, 32))[1]
+        _compare(name + " (log_det)", case, log_det, ((1 - mask) * s).flatten(1).sum(1), rtol=1e-10, atol=1e-12)
+        if abs(log_det[0].item() - expected0.item()) > 1e-8:
+            raise CheckFailed(f"{name}: log_det {log_det[0].item():.6g} is not log |det| of the Jacobian, {expected0.item():.6g}")
+
+
+def check_bits_per_dim(fn: Callable[[Tensor, int], Tensor]) -> None:
+    """Check ``fn(log_density, num_dims)``: bits/dim on the 0..255 scale from log p(y) of y in [0, 1]^D.
+
+    ``log_density`` (B,) is in nats, for dequantized images y = (k + u) / 256; the answer is
+    -(log_density - D log 256) / (D log 2), shape (B,). Raises CheckFailed.
+    See: chapters "Normalizing flows" and "Head to head".
+    """
+    name = "your bits_per_dim"
+    for dims, values in ((784, [1500.0, 3000.0, -100.0]), (3072, [5000.0, 0.0])):
+        log_density = torch.tensor(values, dtype=torch.float64)
+        got = _call(fn, name, log_density.clone(), dims)
+        expected = -(log_density - dims * math.log(256)) / (dims * math.log(2))
+        if got.shape == expected.shape and torch.allclose(got.double() + 8, expected, rtol=1e-9):
+            raise CheckFailed(f"{name} is off by 8 bits/dim: the density of y in [0, 1]^D must be turned into a density "
+                              "of k + u in [0, 256)^D, which divides it by 256 per dimension")
+        _compare(name, f"D = {dims}", got, expected, rtol=1e-9)

@@ -134,10 +134,14 @@ def _reproduce(args) -> int:
             print(f"diverged: {m['diverged']}")
         if "test_elbo" in m:
             print(f"test ELBO {m['test_elbo']:.2f} nats; {m['active_units']} active units")
-        if "test_nll_nats" in m:
+        if m.get("kind") == "flow":
+            print(f"test NLL (exact, one dequantization) {m['test_nll_nats']:.2f} nats = {m['test_bits_per_dim']:.4f} bits/dim")
+        elif "test_nll_nats" in m:
             print(f"test NLL (IWAE, k = {m['iwae_k']}) {m['test_nll_nats']:.2f} nats "
                   f"= {m['test_bits_per_dim']:.4f} bits/dim; evaluation {m['iwae_wall_time_s']:.1f} s, "
                   f"peak memory {m['iwae_peak_memory_mb']:.0f} MB ({m['iwae_memory_kind']})")
+        if "frechet" in m:
+            print(f"classifier Frechet distance of the samples {m['frechet']:.2f}")
         if "frechet_mean" in m:
             print(f"classifier Frechet distance {m['frechet_mean']:.2f} (means), {m['frechet_params']:.2f} (parameters)")
         print(f"wrote {results_dir(name, args.results)}")

@@ -57,7 +57,7 @@ from .plots import latent_path
 from .runs import ModelRun, VAERun, _device_name, git_commit, load_model_run, load_run, run_model, run_vae
 from .training import TrainConfig, _write_json, resolve_device
 
-__all__ = ["Experiment", "ClassifierExperiment", "REGISTRY", "HEAD_TO_HEAD", "reproduce", "results_dir", "load_results", "matching"]
+__all__ = ["Experiment", "ClassifierExperiment", "REGISTRY", "HEAD_TO_HEAD", "head_to_head", "reproduce", "results_dir", "load_results", "matching"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
 
@@ -405,6 +405,30 @@ def _reproduce_classifier(name, experiment: ClassifierExperiment, out: Path, *, 
                     "registered": epochs in (None, experiment.epochs), "python": sys.version.split()[0]})
     save_classifier(model, metrics, out)
     return metrics
+
+
+def head_to_head(root: str | os.PathLike | None = None) -> list[dict]:
+    """The rows of chapter "Head to head", read from the recorded runs in ``HEAD_TO_HEAD``.
+
+    Each row: ``name``, ``family`` (VAE, GAN, flow), ``model``, ``nll_nats`` and ``bits_per_dim`` (None
+    for the GAN), ``nll_method``, ``frechet`` (10,000 samples against the test set), ``parameters``,
+    ``wall_time_s`` (training), ``epochs``, ``device``, ``commit`` and ``dir`` (for the sample grids).
+    Runs not recorded yet are left out.
+    """
+    rows = []
+    for name in HEAD_TO_HEAD:
+        res = load_results(name, root)
+        if res is None:
+            continue
+        m = res["metrics"]
+        family = {"gan": "GAN", "flow": "flow"}.get(m.get("kind"), "VAE")
+        method = {"VAE": f"IWAE, k = {m.get('iwae_k')}", "flow": "exact (one dequantization)", "GAN": "none"}[family]
+        rows.append({"name": name, "family": family, "model": m["model"], "nll_nats": m.get("test_nll_nats"),
+                     "bits_per_dim": m.get("test_bits_per_dim"), "nll_method": method,
+                     "frechet": m.get("frechet", m.get("frechet_mean")), "parameters": m["parameters"],
+                     "wall_time_s": m["wall_time_s"], "epochs": m["epochs"], "device": m["device"],
+                     "commit": m.get("commit"), "dir": res["dir"]})
+    return rows
 
 
 def describe() -> str:

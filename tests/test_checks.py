@@ -104,3 +104,35 @@ def test_check_equivalent_sigma():
         checks.check_equivalent_sigma(lambda w, d: math.sqrt(w * d))
     with pytest.raises(checks.CheckFailed, match="not implemented"):
         checks.check_equivalent_sigma(lambda w, d: (_ for _ in ()).throw(NotImplementedError))
+
+
+def test_check_gan_value():
+    import torch.nn.functional as F
+
+    checks.check_gan_value(lambda real, fake: F.logsigmoid(real).mean() + F.logsigmoid(-fake).mean())
+    with pytest.raises(checks.CheckFailed, match="confident logits"):     # through probabilities: -inf
+        checks.check_gan_value(lambda real, fake: torch.log(torch.sigmoid(real)).mean()
+                               + torch.log(1 - torch.sigmoid(fake)).mean())
+    with pytest.raises(checks.CheckFailed, match="moderate"):             # the discriminator's loss, not V
+        checks.check_gan_value(lambda real, fake: -F.logsigmoid(real).mean() - F.logsigmoid(-fake).mean())
+
+
+def _coupling(x, mask, scale_shift, restrict=True):
+    s, t = scale_shift(mask * x)
+    if restrict:
+        s, t = (1 - mask) * s, (1 - mask) * t
+    return mask * x + (1 - mask) * (x * torch.exp(s) + t), ((1 - mask) * s if not restrict else s).flatten(1).sum(1)
+
+
+def test_check_coupling_forward():
+    checks.check_coupling_forward(_coupling)
+    with pytest.raises(checks.CheckFailed, match="log_det"):   # summing s over the masked entries too
+        checks.check_coupling_forward(lambda x, m, f: (_coupling(x, m, f)[0], f(m * x)[0].flatten(1).sum(1)))
+    with pytest.raises(checks.CheckFailed, match="pair"):
+        checks.check_coupling_forward(lambda x, m, f: x)
+
+
+def test_check_bits_per_dim():
+    checks.check_bits_per_dim(lambda log_p, d: -(log_p - d * math.log(256)) / (d * math.log(2)))
+    with pytest.raises(checks.CheckFailed, match="off by 8"):
+        checks.check_bits_per_dim(lambda log_p, d: -log_p / (d * math.log(2)))

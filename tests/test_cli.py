@@ -132,3 +132,73 @@ def test_reproduce_records_a_classifier(data_root, tmp_path, capsys):
     metrics = json.loads((tmp_path / "classifier-mnist" / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.9 and metrics["registered"] is False and metrics["epochs"] == 1
     assert load_classifier("mnist", root=tmp_path) is not None
+
+
+@pytest.mark.slow
+def test_reproduce_part_four_gan_writes_samples_interpolation_and_frechet(data_root, tmp_path, capsys):
+    from companion.reproduce import load_results
+
+    status = main(["reproduce", "h2h-gan-mnist", "--results", str(tmp_path), "--epochs", "1", "--device", "cpu",
+                   "--data-root", str(data_root), "--no-progress"])
+    assert status == 0 and "classifier Frechet distance of the samples" in capsys.readouterr().out
+    m = load_results("h2h-gan-mnist", tmp_path)["metrics"]
+    assert m["kind"] == "gan" and m["frechet"] > 0 and m["parameters"] == 2_043_537 and m["registered"] is False
+    for name in ("samples.png", "interpolation.png", "samples_epoch_001.png"):
+        assert (tmp_path / "h2h-gan-mnist" / name).is_file(), name
+
+
+def _small(mnist, n=512):
+    from companion.data import ImageData
+
+    return ImageData(name="mnist", source=mnist.source, train=mnist.train[:n], train_labels=mnist.train_labels[:n],
+                     val=mnist.val[:256], val_labels=mnist.val_labels[:256], test=mnist.test[:256],
+                     test_labels=mnist.test_labels[:256])
+
+
+def test_run_model_flow_records_bits_per_dim_and_refuses_a_mismatched_checkpoint(mnist, tmp_path):
+    from companion.models.flow import FlowConfig
+    from companion.runs import ModelRun, load_model_run, run_model
+    from companion.training import TrainConfig
+
+    run = ModelRun("flow", FlowConfig(hidden=4, blocks=0), train=TrainConfig(epochs=1, device="cpu"))
+    m = run_model(run, tmp_path / "flow", data=_small(mnist), progress=False)
+    assert m["kind"] == "flow" and 1.0 < m["test_bits_per_dim"] < 30.0    # 4 steps from the identity flow
+    assert m["test_nll_nats"] == pytest.approx(m["test_bits_per_dim"] * 784 * 0.6931471805599453, rel=1e-6)
+    model, loaded, history, _ = load_model_run(tmp_path / "flow")
+    assert loaded == run and len(history) == 1 and not model.training
+    config = json.loads((tmp_path / "flow" / "config.json").read_text())
+    config["model"]["hidden"] = 8
+    (tmp_path / "flow" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match"):
+        load_model_run(tmp_path / "flow")
+
+
+def test_model_run_rejects_a_config_of_another_kind():
+    from companion.models.gan import GANConfig
+    from companion.runs import ModelRun
+
+    with pytest.raises(ValueError, match="FlowConfig"):
+        ModelRun("flow", GANConfig())
+    with pytest.raises(ValueError, match="kind"):
+        ModelRun("diffusion", GANConfig())
+
+
+def test_head_to_head_reads_the_recorded_rows(tmp_path):
+    """The chapter's table comes from metrics.json: the GAN row has no likelihood, the flow's is exact."""
+    from companion.reproduce import head_to_head
+
+    common = {"parameters": 10, "wall_time_s": 60.0, "epochs": 2, "device": "cpu", "commit": "abc"}
+    recorded = {"h2h-vae-mnist": {"model": "vae", "test_nll_nats": 700.0, "test_bits_per_dim": 1.29, "iwae_k": 100,
+                                  "frechet_mean": 300.0},
+                "h2h-gan-mnist": {"kind": "gan", "model": "gan", "frechet": 100.0},
+                "h2h-flow-mnist": {"kind": "flow", "model": "flow", "test_nll_nats": 600.0, "test_bits_per_dim": 1.1,
+                                   "frechet": 500.0}}
+    for name, metrics in recorded.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({**common, **metrics}))
+    rows = {r["family"]: r for r in head_to_head(tmp_path)}
+    assert rows["GAN"]["nll_nats"] is None and rows["GAN"]["nll_method"] == "none" and rows["GAN"]["frechet"] == 100.0
+    assert rows["VAE"]["nll_method"] == "IWAE, k = 100" and rows["VAE"]["frechet"] == 300.0
+    assert rows["flow"]["bits_per_dim"] == 1.1 and rows["flow"]["nll_method"].startswith("exact")
+    (tmp_path / "h2h-gan-mnist" / "metrics.json").unlink()
+    assert [r["family"] for r in head_to_head(tmp_path)] == ["VAE", "flow"]

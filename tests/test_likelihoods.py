@@ -328,3 +328,26 @@ def test_free_bits_change_the_loss_but_not_the_reported_elbo():
     torch.testing.assert_close(loss_free, -terms_free["reconstruction"] + 300.0)
     with pytest.raises(ValueError, match="free_bits"):
         VAEConfig(free_bits=-1.0)
+
+
+@pytest.mark.parametrize("mu,log_s", [(0.3, -2.0), (0.0, -6.0), (0.999, -7.0), (0.5, 1.0), (-0.2, -5.0), (1.4, -3.0)])
+def test_discretized_logistic_is_a_probability_on_256_levels(mu, log_s):
+    """The 256 masses sum to 1 (the PixelCNN++ fallback for underflowing cells costs < 1e-5)."""
+    from companion.likelihoods import DiscretizedLogistic
+
+    x = (torch.arange(256, dtype=torch.float64) / 255).view(256, 1, 1, 1)
+    params = torch.tensor([mu, log_s], dtype=torch.float64).view(1, 2, 1, 1, 1).expand(256, 2, 1, 1, 1)
+    log_p = DiscretizedLogistic().log_prob(x, params)
+    assert (log_p <= 1e-12).all()
+    assert log_p.exp().sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_discretized_logistic_matches_the_logistic_cdf_inside():
+    from companion.likelihoods import DiscretizedLogistic
+
+    mu, s = 0.4, 0.05
+    x = torch.tensor([100 / 255], dtype=torch.float64).view(1, 1, 1, 1)
+    params = torch.tensor([mu, math.log(s)], dtype=torch.float64).view(1, 2, 1, 1, 1)
+    cdf = lambda u: 1 / (1 + math.exp(-(u - mu) / s))  # noqa: E731
+    expected = math.log(cdf(100 / 255 + 1 / 510) - cdf(100 / 255 - 1 / 510))
+    assert DiscretizedLogistic().log_prob(x, params).item() == pytest.approx(expected, rel=1e-10)

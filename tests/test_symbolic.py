@@ -1,5 +1,6 @@
 """The sympy derivations of companion.symbolic (chapter "The Gaussian KL in closed form")."""
 
+import pytest
 import sympy as sp
 
 from companion import symbolic
@@ -124,3 +125,40 @@ def test_toy_objective_gradient_against_both_estimators():
         estimates = estimator(f, mu, sigma, samples=1, repeats=400_000, generator=torch.Generator().manual_seed(4))
         stderr = estimates.std(0) / math.sqrt(len(estimates))
         assert ((estimates.mean(0) - exact).abs() < 5 * stderr).all(), (estimator.__name__, estimates.mean(0), exact)
+
+
+def test_optimal_discriminator_and_the_value_minus_log_4():
+    """Goodfellow et al. (2014), proposition 1 and theorem 1 (chapter "GANs")."""
+    o = symbolic.optimal_discriminator()
+    assert sp.simplify(o["optimum"] - o["p_data"] / (o["p_data"] + o["p_g"])) == 0
+    assert o["second_derivative"].subs({o["p_data"]: 0.3, o["p_g"]: 0.5}) < 0       # a maximum
+    assert sp.simplify(o["value_at_equilibrium"] + sp.log(4)) == 0
+    assert o["optimum"].subs(o["p_g"], o["p_data"]) == sp.Rational(1, 2)
+
+
+def test_generator_loss_gradients_match_the_companion():
+    from companion.models.gan import generator_loss
+
+    g = symbolic.generator_loss_gradients()
+    assert sp.simplify(g["d_saturating"] + 1 / (1 + sp.exp(-g["logit"]))) == 0
+    assert sp.simplify(g["d_non_saturating"] - (1 / (1 + sp.exp(-g["logit"])) - 1)) == 0
+    logits = torch.tensor([-9.0, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    for kind, key in (("saturating", "d_saturating"), ("non-saturating", "d_non_saturating")):
+        (grad,) = torch.autograd.grad(generator_loss(logits, kind).sum(), logits)
+        expected = [float(g[key].subs(g["logit"], v)) for v in logits.tolist()]
+        assert torch.allclose(grad, torch.tensor(expected, dtype=torch.float64), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("dim,kept", [(2, 1), (4, 2), (5, 2)])
+def test_coupling_jacobian_is_triangular_with_log_det_the_sum_of_scales(dim, kept):
+    c = symbolic.coupling_jacobian(dim, kept)
+    jac = c["jacobian"]
+    assert all(jac[i, j] == 0 for i in range(dim) for j in range(i + 1, dim))      # lower triangular
+    assert sp.simplify(c["det"] - sp.exp(c["log_det_of_sum"])) == 0
+
+
+def test_change_of_variables_gives_the_log_normal():
+    v = symbolic.change_of_variables_1d()
+    lognormal = sp.exp(-sp.log(v["y"]) ** 2 / 2) / (v["y"] * sp.sqrt(2 * sp.pi))
+    assert sp.simplify(v["density"] - lognormal) == 0
+    assert abs(v["total"] - 1) < 1e-20

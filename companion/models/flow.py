@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FlowConfig", "AffineCoupling", "Squeeze", "LogitTransform", "RealNVP", "checkerboard_mask",
+__all__ = ["FlowConfig", "AffineCoupling", "SequentialFlow", "Squeeze", "LogitTransform", "RealNVP", "checkerboard_mask",
            "channel_mask", "coupling_net", "mlp_coupling_net", "dequantize"]
 
 
@@ -123,6 +123,37 @@ class AffineCoupling(nn.Module):
     def inverse(self, y: Tensor) -> Tensor:
         s, t = self._scale_shift(y * self.mask)                      # y * mask = x * mask
         return (y - t) * torch.exp(-s)
+
+
+class SequentialFlow(nn.Module):
+    """A stack of flow layers on vectors (B, D) with a standard normal base: the chapter's 2-D toys.
+
+    ``forward(x) -> (z, log_det)``, ``inverse(z) -> x``, ``log_prob(x)`` in nats, shape (B,).
+    """
+
+    def __init__(self, *layers: nn.Module):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        log_det = x.new_zeros(x.shape[0])
+        for layer in self.layers:
+            x, ld = layer(x)
+            log_det = log_det + ld
+        return x, log_det
+
+    def inverse(self, z: Tensor) -> Tensor:
+        for layer in reversed(self.layers):
+            z = layer.inverse(z)
+        return z
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        z, log_det = self(x)
+        return _standard_normal_log_prob(z) + log_det
+
+
+def _standard_normal_log_prob(z: Tensor) -> Tensor:
+    return -0.5 * (z ** 2).flatten(1).sum(1) - 0.5 * z[0].numel() * math.log(2 * math.pi)
 
 
 class Squeeze(nn.Module):
@@ -217,11 +248,10 @@ class FlowConfig:
         return f"realnvp-{self.scales}x{self.hidden}x{self.blocks}"
 
 
-class _Scale(nn.Module):
+class _Scale(SequentialFlow):
     """Three checkerboard couplings; then (all but the last scale) squeeze and three channel couplings."""
 
     def __init__(self, shape: tuple[int, int, int], config: FlowConfig, last: bool):
-        super().__init__()
         c, h, w = shape
         net = lambda ch: coupling_net(ch, config.hidden, config.blocks)   # noqa: E731
         layers: list[nn.Module] = [AffineCoupling(checkerboard_mask(shape, i % 2), net(c)) for i in range(4 if last else 3)]
@@ -229,19 +259,7 @@ class _Scale(nn.Module):
             squeezed = (4 * c, h // 2, w // 2)
             layers.append(Squeeze())
             layers += [AffineCoupling(channel_mask(squeezed, i % 2), net(4 * c)) for i in range(3)]
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        log_det = x.new_zeros(x.shape[0])
-        for layer in self.layers:
-            x, ld = layer(x)
-            log_det = log_det + ld
-        return x, log_det
-
-    def inverse(self, y: Tensor) -> Tensor:
-        for layer in reversed(self.layers):
-            y = layer.inverse(y)
-        return y
+        super().__init__(*layers)
 
 
 class RealNVP(nn.Module):
@@ -321,7 +339,7 @@ class RealNVP(nn.Module):
     def log_prob(self, y: Tensor) -> Tensor:
         """Exact log-density of y in (0, 1)^D under the flow, in nats, shape (B,)."""
         z, log_det = self(y)
-        return -0.5 * (z ** 2).sum(1) - 0.5 * self.num_pixels * math.log(2 * math.pi) + log_det
+        return _standard_normal_log_prob(z) + log_det
 
     def nll(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Upper bound on -log P(k) of 8-bit images x = k / 255, one dequantization draw, nats, shape (B,)."""
