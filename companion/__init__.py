@@ -5,12 +5,12 @@ Modules, one per concept a chapter teaches:
 - ``data``: MNIST and Fashion-MNIST as tensors on the training device, batches, binarisation;
 - ``likelihoods``: decoder likelihoods p(x|z) behind one interface;
 - ``divergences``: Gaussian KL divergences in closed form;
-- ``models``: the VAE (the GAN and the flow of Part IV go here too);
+- ``models``: the VAE, the GAN and the RealNVP flow of Part IV;
 - ``estimators``: score-function and pathwise gradient estimators;
 - ``evaluation``: estimates of the evidence log p(x) (naive, importance-sampled, grid), the batched
   IWAE test NLL, bits per dimension, the ELBO on any split;
 - ``training``: a model-agnostic trainer with checkpoints and history;
-- ``runs``: a VAE run from configuration to run directory (what the command line calls);
+- ``runs``: a VAE, GAN or flow run from configuration to run directory (what the command line calls);
 - ``reproduce``: the registry of named full runs recorded in ``book/results/``;
 - ``symbolic``: the sympy derivations that chapters state and tests reuse;
 - ``plots``: image grids, learning curves, latent manifolds, scatter, interpolation, the latent explorer;
