@@ -84,13 +84,13 @@ class ModelRun:
     val_size: int = 10_000
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    binarize = False   # a class constant (not a field): Part IV models see grey levels
+
     def __post_init__(self):
         if self.kind not in MODELS:
             raise ValueError(f"kind must be one of {sorted(MODELS)}, got {self.kind!r}")
         if not isinstance(self.model, MODELS[self.kind][1]):
             raise ValueError(f"a {self.kind} run needs a {MODELS[self.kind][1].__name__}, got {type(self.model).__name__}")
-
-    binarize = False   # a class constant (not a field): Part IV models see grey levels
 
     def build(self):
         """The model, freshly initialised."""

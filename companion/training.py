@@ -261,8 +261,12 @@ class Trainer:
                 "use another run directory or delete the checkpoint to start afresh"
             )
         self.model.load_state_dict(state["model"])
+        # Checkpoints written before models could own several optimizers hold one, under "optimizer".
+        saved = state["optimizers"] if "optimizers" in state else {name: state["optimizer"] for name in self.optimizers}
+        if set(saved) != set(self.optimizers):
+            raise ValueError(f"checkpoint {path} holds optimizers {sorted(saved)}, this model has {sorted(self.optimizers)}")
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+            opt.load_state_dict(saved[name])
         self.history = state["history"]
         self.wall_time_s = state["wall_time_s"]
         _set_rng_state(state["rng"], self.device)

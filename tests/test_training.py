@@ -98,3 +98,13 @@ def test_devices():
 def test_bad_train_config(kwargs):
     with pytest.raises(ValueError):
         TrainConfig(**kwargs)
+
+
+def test_a_checkpoint_of_the_single_optimizer_format_still_resumes(mnist, tmp_path):
+    """Checkpoints written before models could own several optimizers stored one under "optimizer"."""
+    trainer, history = _fit(mnist, tmp_path / "old", epochs=1)
+    state = torch.load(tmp_path / "old" / "checkpoint.pt", weights_only=False)
+    state["optimizer"] = state.pop("optimizers")["model"]
+    torch.save(state, tmp_path / "old" / "checkpoint.pt")
+    resumed, _ = _fit(mnist, tmp_path / "old", epochs=2)
+    assert len(resumed.history) == 2 and resumed.history[0] == history[0]
