@@ -32,13 +32,13 @@ from pathlib import Path
 
 import nbformat
 
+from .paths import BOOK, REPO
+
 __all__ = [
     "MarkupError", "VerificationError", "CheckResult", "ChapterExercises",
     "chapters", "parse", "student_version", "autograder_version", "grade", "build", "student_book",
 ]
 
-REPO = Path(__file__).resolve().parent.parent
-BOOK = REPO / "book"
 BEGIN_SOLUTION, END_SOLUTION = "BEGIN SOLUTION", "END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 SOLUTION_TAG = "solution"
@@ -361,10 +361,13 @@ def student_book(out: str | Path, *, repository: str | None = None, branch: str 
     ``out/_build/html`` with warnings as errors.
 
     Returns:
-        ``out``. Raises MarkupError for malformed markup and CalledProcessError if the build fails.
+        ``out``. Raises MarkupError for malformed markup, CalledProcessError if the build fails, and
+        ModuleNotFoundError when ``html`` is asked for without the jupyter-book command.
     """
     import yaml
 
+    if html and shutil.which("jupyter-book") is None:
+        raise ModuleNotFoundError("the jupyter-book command is not installed (the book extra)", name="jupyter_book")
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)

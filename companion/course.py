@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .paths import BOOK, RESULTS
 from .training import resolve_device, seed_everything
 
 __all__ = ["Settings", "setup", "MODES"]
@@ -65,14 +66,13 @@ def setup(seed: int = 0, mode: str | None = None) -> Settings:
     mode = mode or os.environ.get(ENV_MODE, "quick")
     if mode not in MODES:
         raise ValueError(f"{ENV_MODE} must be one of {MODES}, got {mode!r}")
-    book = Path(__file__).resolve().parent.parent / "book"
     settings = Settings(
         mode=mode,
         device=resolve_device(os.environ.get("COMPANION_DEVICE", "auto")),
         seed=seed,
         data_root=os.environ.get("COMPANION_DATA"),
-        results=book / "results",
-        runs=Path(os.environ.get("COMPANION_RUNS", book / "_runs")),
+        results=RESULTS,
+        runs=Path(os.environ.get("COMPANION_RUNS", BOOK / "_runs")),
     )
     seed_everything(seed)
     try:

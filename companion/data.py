@@ -12,7 +12,12 @@ Where the data are looked for, in order (the first that holds the four raw files
 4. torchvision's download into the cache (needs internet).
 
 A root may hold the raw files compressed (``.gz``) only, as the course's offline mirror does. Such a
-root is treated as read-only: the files are extracted into the cache and read from there.
+root is treated as read-only: the files are extracted into the cache and read from there. Every
+extracted file is checked before it is used (its IDX header and its size, which must match the
+dataset's 60,000 + 10,000 images of 28 x 28), and extraction writes a temporary file that is renamed
+into place only once it is complete and checked: an interrupted extraction (Ctrl-C, a full disk) or
+a truncated archive never leaves a file that looks usable. A damaged file in the cache is removed
+and extracted again; a damaged archive raises ``CorruptDataError`` naming it.
 
 See: chapter "Training a VAE"; LeCun et al. (1998) for MNIST; Xiao, Rasul & Vollgraf (2017) for
 Fashion-MNIST.
@@ -21,24 +26,31 @@ Fashion-MNIST.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
+import math
 import os
+import shutil
+import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import platformdirs
 import torch
 from torch import Tensor
 
 __all__ = [
     "DATASETS",
     "DataNotFoundError",
+    "CorruptDataError",
     "ImageData",
     "Batches",
     "cache_dir",
     "locate",
     "load_dataset",
     "to_float",
+    "check_uint8_images",
+    "idx_problem",
 ]
 
 ENV_ROOT = "COMPANION_DATA"
@@ -50,6 +62,13 @@ RAW_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+#: The IDX shape of each raw file (the same for MNIST and Fashion-MNIST).
+RAW_SHAPES = {
+    "train-images-idx3-ubyte": (60_000, 28, 28),
+    "train-labels-idx1-ubyte": (60_000,),
+    "t10k-images-idx3-ubyte": (10_000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10_000,),
+}
 
 
 def _dataset_classes() -> dict:
@@ -72,10 +91,22 @@ class DataNotFoundError(FileNotFoundError):
     """Raised when a dataset is in none of the places looked at and cannot be downloaded."""
 
 
+class CorruptDataError(DataNotFoundError):
+    """Raised when a dataset file was found but is damaged (a truncated archive, a wrong size); the
+    message names the file and says how to replace it."""
+
+
 def cache_dir() -> Path:
-    """The per-user cache: ``$COMPANION_CACHE`` if set, else the platform's cache folder
-    (``~/.cache/companion`` on Linux, chosen by ``platformdirs``)."""
-    return Path(os.environ.get(ENV_CACHE) or platformdirs.user_cache_dir("companion"))
+    """The per-user cache: ``$COMPANION_CACHE`` if set, else the platform's cache folder chosen by
+    ``platformdirs`` (``~/.cache/companion`` on Linux). Without platformdirs installed (it is only
+    needed for this default), ``$XDG_CACHE_HOME/companion`` or ``~/.cache/companion``."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE])
+    try:
+        import platformdirs
+    except ImportError:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "companion"
+    return Path(platformdirs.user_cache_dir("companion"))
 
 
 def _folder(name: str) -> str:
@@ -89,26 +120,99 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
 
 
+def idx_problem(path: Path, name: str | None = None) -> str | None:
+    """What is wrong with an extracted raw file, or None if its IDX header and size are right.
+
+    ``name`` is the file's name in ``RAW_FILES`` (default: ``path``'s own name).
+
+    An IDX file is 2 zero bytes, a type byte (0x08: unsigned bytes), the number of dimensions, one
+    big-endian int32 per dimension, then the data; its size is therefore fixed by its header, and the
+    header must give the shape in ``RAW_SHAPES``. Reads only the header (a few bytes).
+    """
+    path = Path(path)
+    expected = RAW_SHAPES[name or path.name]
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(4 + 4 * len(expected))
+    if len(header) < 4 + 4 * len(expected):
+        return f"{path} is {size:,} bytes, too short for an IDX header"
+    if header[:3] != b"\x00\x00\x08" or header[3] != len(expected):
+        return f"{path} does not start with the IDX header of a {len(expected)}-D array of bytes"
+    shape = tuple(int.from_bytes(header[4 + 4 * i:8 + 4 * i], "big") for i in range(len(expected)))
+    if shape != expected:
+        return f"{path} holds an array of shape {shape}, expected {expected}"
+    want = 4 + 4 * len(expected) + math.prod(expected)
+    if size != want:
+        return f"{path} is {size:,} bytes, expected {want:,} (truncated or damaged)"
+    return None
+
+
 def _raw_state(raw: Path) -> str:
-    """'extracted', 'gz' or a reason why this raw folder is unusable."""
+    """'extracted', 'gz' or a reason why this raw folder is unusable (missing or damaged files).
+
+    A folder whose extracted files are damaged but whose ``.gz`` files are all there is 'gz': the
+    archives are extracted (into the cache) instead.
+    """
     if not raw.is_dir():
         return f"no folder {raw}"
     if all((raw / f).is_file() for f in RAW_FILES):
-        return "extracted"
+        problems = [p for p in (idx_problem(raw / f) for f in RAW_FILES) if p]
+        if not problems:
+            return "extracted"
+        if all((raw / f"{f}.gz").is_file() for f in RAW_FILES):
+            return "gz"
+        return "damaged: " + "; ".join(problems)
     if all((raw / f"{f}.gz").is_file() for f in RAW_FILES):
         return "gz"
     missing = [f for f in RAW_FILES if not (raw / f).is_file() and not (raw / f"{f}.gz").is_file()]
     return f"{raw} lacks {', '.join(missing)} (.gz or extracted)"
 
 
-def _extract(raw: Path, dest_raw: Path) -> None:
-    """Decompress the four ``.gz`` files of ``raw`` into ``dest_raw`` (``raw`` is not written)."""
-    from torchvision.datasets.utils import extract_archive
+def _remove_damaged(raw: Path) -> list[str]:
+    """Delete the damaged extracted files of a cache folder (the cache is the companion's own); returns
+    what was removed, so that a download or an extraction can replace them."""
+    removed = []
+    for f in RAW_FILES:
+        if (raw / f).is_file() and idx_problem(raw / f):
+            (raw / f).unlink()
+            removed.append(f)
+    return removed
 
+
+def _extract(raw: Path, dest_raw: Path) -> None:
+    """Decompress the four ``.gz`` files of ``raw`` into ``dest_raw`` (``raw`` is not written).
+
+    A file already in ``dest_raw`` is kept if it passes ``idx_problem``, else replaced. Each archive
+    is decompressed into a temporary file in ``dest_raw``, checked, and renamed into place
+    (``os.replace`` is atomic), so an interruption leaves either no file or a complete one.
+
+    Raises:
+        CorruptDataError: if an archive cannot be decompressed or decompresses to a damaged file.
+    """
     dest_raw.mkdir(parents=True, exist_ok=True)
     for f in RAW_FILES:
-        if not (dest_raw / f).is_file():
-            extract_archive(str(raw / f"{f}.gz"), str(dest_raw))
+        target = dest_raw / f
+        if target.is_file() and idx_problem(target) is None:
+            continue
+        archive = raw / f"{f}.gz"
+        fd, tmp = tempfile.mkstemp(dir=dest_raw, prefix=f".{f}.", suffix=".part")
+        try:
+            try:
+                with os.fdopen(fd, "wb") as out, gzip.open(archive, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+                raise CorruptDataError(
+                    f"{archive} is damaged ({type(error).__name__}: {error}); replace it with a complete copy "
+                    f"(or delete it, and the companion looks elsewhere or downloads); nothing was written to {dest_raw}"
+                ) from None
+            problem = idx_problem(Path(tmp), f)
+            if problem:
+                raise CorruptDataError(f"{archive} decompresses to a damaged file ({problem.replace(tmp, f)}); "
+                                       "replace the archive with a complete copy")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 @dataclass
@@ -135,6 +239,7 @@ def locate(name: str, root: str | os.PathLike | None = None, download: bool = Tr
         ValueError: for an unknown dataset name.
         DataNotFoundError: when no place holds the data; the message lists every place looked at
             and the ways to provide the data.
+        CorruptDataError: when an archive to extract is damaged (the message names it).
     """
     folder = _folder(name)
     cache = cache_dir()
@@ -150,6 +255,8 @@ def locate(name: str, root: str | os.PathLike | None = None, download: bool = Tr
         raw = base.expanduser() / folder / "raw"
         state = _raw_state(raw)
         looked.append(f"{label}: {raw} ({state})")
+        if state.startswith("damaged") and base == cache:
+            looked.append(f"removed the damaged files {', '.join(_remove_damaged(raw))} from the cache")
         if state == "extracted":
             return Located(name, base.expanduser(), f"{raw} ({label})", looked)
         if state == "gz":
@@ -168,7 +275,13 @@ def locate(name: str, root: str | os.PathLike | None = None, download: bool = Tr
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 _dataset_classes()[name](str(cache), train=True, download=True)
+            state = _raw_state(cache / folder / "raw")
+            if state != "extracted":
+                raise CorruptDataError(f"the download into {cache / folder / 'raw'} is unusable ({state}); delete "
+                                       "that folder and try again")
             return Located(name, cache, f"downloaded by torchvision into {cache / folder / 'raw'}", looked)
+        except CorruptDataError:
+            raise
         except Exception as error:  # torchvision raises RuntimeError/URLError when offline
             looked.append(f"torchvision download into {cache}: failed ({type(error).__name__}: {' '.join(str(error).split())})")
     else:
@@ -268,19 +381,48 @@ def load_dataset(
     )
 
 
-def to_float(images: Tensor, binarize: bool = False) -> Tensor:
-    """uint8 images (B, ...) -> float32 in [0, 1]; with ``binarize``, a Bernoulli draw per pixel.
+def check_uint8_images(images: Tensor, what: str = "images") -> None:
+    """Raise unless ``images`` are uint8 grey levels 0..255 as ``load_dataset`` returns them.
+
+    Two mistakes give good-looking but wrong numbers further on, so they are refused here: float
+    images (``to_float`` would divide them by 255 a second time) and uint8 images that hold only 0s
+    and 1s (already binarised or scaled to [0, 1]: divided by 255 they become nearly black images,
+    which a Bernoulli decoder scores far better than the digits they were). The second check reads
+    one number back from the device, so it is made once per set, not per batch.
+
+    Raises:
+        TypeError: if ``images`` is not a uint8 tensor.
+        ValueError: if its largest value is 1.
+    """
+    if not torch.is_tensor(images) or images.dtype != torch.uint8:
+        kind = images.dtype if torch.is_tensor(images) else type(images).__name__
+        raise TypeError(f"{what}: expected uint8 images with grey levels 0..255 (as load_dataset returns), got {kind}")
+    if images.numel() and int(images.max()) == 1:
+        raise ValueError(f"{what}: these uint8 images hold only 0s and 1s, so they look already binarised or "
+                         "scaled to [0, 1]; pass the grey levels 0..255 (binarisation, if wanted, is done here "
+                         "with binarize=True), or multiply 0/1 images by 255")
+
+
+def to_float(images: Tensor, binarize: bool = False, dtype: torch.dtype = torch.float32) -> Tensor:
+    """uint8 images (B, ...) -> floats in [0, 1]; with ``binarize``, a Bernoulli draw per pixel.
 
     Dynamic binarisation (a fresh draw each time an image is seen) is the standard protocol for
     likelihoods on MNIST (Salakhutdinov & Murray, 2008; Burda et al., 2015). The draw uses torch's
     global generator on the images' device, so ``torch.manual_seed`` makes it reproducible.
 
+    Arguments:
+        images: uint8 tensor, values 0..255. binarize: see above.
+        dtype: the floating dtype of the result (the model's: float32, or float64 for a model
+            converted with ``.double()``).
     Raises:
-        TypeError: if ``images`` is not uint8 (a float tensor would be scaled twice).
+        TypeError: if ``images`` is not uint8 (a float tensor would be scaled twice) or ``dtype``
+            is not a floating dtype.
     """
     if images.dtype != torch.uint8:
         raise TypeError(f"to_float expects uint8 images (0..255), got {images.dtype}")
-    x = images.float().div_(255.0)
+    if not dtype.is_floating_point:
+        raise TypeError(f"to_float: dtype must be a floating dtype, got {dtype}")
+    x = images.to(dtype).div_(255.0)
     return torch.bernoulli(x) if binarize else x
 
 
@@ -288,31 +430,32 @@ class Batches:
     """Minibatches of a uint8 image tensor that is already on the training device.
 
     Each pass draws a permutation with ``torch.randperm`` on the images' device (when ``shuffle``)
-    and yields float32 batches of shape (B, 1, 28, 28) in [0, 1] (binarised afresh when
+    and yields float batches of shape (B, 1, 28, 28) in [0, 1] (binarised afresh when
     ``binarize``), or ``(images, labels)`` pairs when ``labels`` is given. No host synchronisation
     happens per batch.
 
     Arguments:
-        images: uint8 tensor (N, ...) on the device.
+        images: uint8 tensor (N, ...) on the device, grey levels 0..255 (``check_uint8_images``).
         batch_size: images per batch; the last batch may be smaller.
         shuffle: draw a new order every pass.
         binarize: dynamic binarisation (see ``to_float``).
         labels: optional (N,) tensor to yield beside the images.
+        dtype: the floating dtype of the batches (default float32).
     Raises:
-        ValueError: if ``batch_size`` < 1 or labels do not match the images.
+        ValueError: if ``batch_size`` < 1, labels do not match the images, or the images hold only
+            0s and 1s.
         TypeError: if ``images`` is not uint8.
     """
 
     def __init__(self, images: Tensor, batch_size: int, *, shuffle: bool = False,
-                 binarize: bool = False, labels: Tensor | None = None):
-        if images.dtype != torch.uint8:
-            raise TypeError(f"Batches expects uint8 images, got {images.dtype}")
+                 binarize: bool = False, labels: Tensor | None = None, dtype: torch.dtype = torch.float32):
+        check_uint8_images(images, "Batches")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if labels is not None and len(labels) != len(images):
             raise ValueError(f"{len(labels)} labels for {len(images)} images")
         self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.binarize = batch_size, shuffle, binarize
+        self.batch_size, self.shuffle, self.binarize, self.dtype = batch_size, shuffle, binarize, dtype
 
     def __len__(self) -> int:
         return -(-len(self.images) // self.batch_size)
@@ -322,5 +465,5 @@ class Batches:
         order = torch.randperm(n, device=self.images.device) if self.shuffle else None
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
-            x = to_float(self.images[idx], self.binarize)
+            x = to_float(self.images[idx], self.binarize, self.dtype)
             yield x if self.labels is None else (x, self.labels[idx])

@@ -18,7 +18,6 @@ See: chapters "Latent-variable models and the evidence" and "Evaluating a VAE".
 from __future__ import annotations
 
 import math
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .data import Batches, ImageData, to_float
+from .data import Batches, ImageData, check_uint8_images, to_float
 from .models.vae import VAE, VAEConfig
 from .training import _fixed_rng, evaluate
 
@@ -138,8 +137,12 @@ def iwae_bound(model: VAE, x: Tensor, k: int, max_latents: int = 16384,
     tends to log p(x) as k grows (Burda et al., 2016, theorem 1). Images are processed in groups
     so that one chunk never holds more than ``max_latents`` latents.
 
+    Arguments:
+        model: a VAE. x: float images (B, C, H, W) in [0, 1], in the model's dtype (``to_float``
+            converts uint8 images). k: samples per image. max_latents: see above.
     Raises:
-        ValueError: as ``log_importance_weights``.
+        ValueError: as ``log_importance_weights``. TypeError: for integer images (uint8 must go
+            through ``to_float`` first) or images of another dtype than the model's weights.
     """
     model._check_input(x)
     if k < 1 or max_latents < 1:
@@ -162,9 +165,13 @@ def bits_per_dim(nats: float | Tensor, num_dims: int) -> float | Tensor:
     return nats / (num_dims * math.log(2))
 
 
-def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+def _peak_memory_mb(device: torch.device) -> tuple[float | None, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "torch.cuda.max_memory_allocated"
+    try:
+        import resource   # POSIX only
+    except ImportError:
+        return None, "not measured (no resource module on this platform)"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**20 if sys.platform == "darwin" else 2**10), "process peak resident memory"
 
@@ -179,7 +186,8 @@ class NLLResult:
         bits_per_dim: ``nll_nats`` / (D ln 2).
         k: importance samples per image. num_images: how many images.
         wall_time_s: seconds for the evaluation.
-        peak_memory_mb: peak memory, of kind ``memory_kind`` (on CUDA the evaluation's own peak; on
+        peak_memory_mb: peak memory, of kind ``memory_kind`` (None where it cannot be measured: a CPU
+            without the POSIX ``resource`` module, i.e. Windows; on CUDA the evaluation's own peak; on
             a CPU the process's peak resident memory, which includes everything loaded before).
         log_px: per-image estimates of log p(x), (N,), on the CPU.
     """
@@ -190,7 +198,7 @@ class NLLResult:
     k: int
     num_images: int
     wall_time_s: float
-    peak_memory_mb: float
+    peak_memory_mb: float | None
     memory_kind: str
     log_px: Tensor = field(repr=False)
 
@@ -202,7 +210,7 @@ def evaluate_nll(model: VAE, images: Tensor, k: int = 5000, *, binarize: bool = 
 
     Arguments:
         model: a trained VAE (put in eval mode here and restored afterwards).
-        images: uint8 images (N, C, H, W) on any device (moved to the model's).
+        images: uint8 images (N, C, H, W), grey levels 0..255, on any device (moved to the model's).
         k: importance samples per image (5000 in Burda et al., 2016).
         binarize: draw one binarisation of the images (seeded by ``seed``, the same for every k), for
             models of binarised data.
@@ -212,27 +220,31 @@ def evaluate_nll(model: VAE, images: Tensor, k: int = 5000, *, binarize: bool = 
             one keeps 28 x 28 feature maps per latent and wants about 1024; a GPU can take more).
         progress: show a tqdm bar over the groups of images.
     Returns:
-        An ``NLLResult`` (nats per image, bits per dimension, time, peak memory).
+        An ``NLLResult`` (nats per image, bits per dimension, time, peak memory), computed in the
+        model's dtype (float32, or float64 for a model converted with ``.double()``).
     Raises:
-        TypeError: for images that are not uint8. ValueError: for k < 1 or images of the wrong shape.
+        TypeError: for images that are not uint8. ValueError: for k < 1, an empty set, images of the
+            wrong shape, or uint8 images that hold only 0s and 1s (``check_uint8_images``).
     See: chapter "Evaluating a VAE".
     """
     from tqdm.auto import tqdm
 
     if k < 1 or max_latents < 1:
         raise ValueError(f"k and max_latents must be >= 1, got {k}, {max_latents}")
-    device = next(model.parameters()).device
+    check_uint8_images(images, "evaluate_nll")
+    if len(images) == 0:
+        raise ValueError("evaluate_nll: no images to evaluate (the set is empty)")
+    parameter = next(model.parameters())
+    device = parameter.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    if images.dtype != torch.uint8:
-        raise TypeError(f"evaluate_nll expects uint8 images, got {images.dtype}")
     group = max(1, max_latents // k)
     was_training, start = model.training, time.perf_counter()
     model.eval()
     try:
         with _fixed_rng(seed, device):
             # One binarisation of the whole set first, so that it is the same whatever k (and group) is.
-            x_all = to_float(images.to(device), binarize)
+            x_all = to_float(images.to(device), binarize, parameter.dtype)
             log_px = torch.empty(len(x_all), dtype=torch.float64)
             for i in tqdm(range(0, len(x_all), group), disable=not progress, desc=f"IWAE k={k}"):
                 log_px[i:i + group] = iwae_bound(model, x_all[i:i + group], k, max_latents).double().cpu()
@@ -259,14 +271,15 @@ def evaluate_elbo(model: VAE, data: ImageData | Tensor, split: str = "test", *, 
         ``{"elbo", "reconstruction", "kl", "loss"}`` as floats (elbo = reconstruction - kl; loss is
         the training loss, which differs from -elbo when beta != 1 or reduction is "mean").
     Raises:
-        ValueError: for an unknown split or an empty one. TypeError: for images that are not uint8.
+        ValueError: for an unknown split, an empty one, or uint8 images holding only 0s and 1s.
+        TypeError: for images that are not uint8.
     """
     images = data.split(split)[0] if isinstance(data, ImageData) else data
-    device = next(model.parameters()).device
-    return evaluate(model, Batches(images.to(device), batch_size, binarize=binarize), seed=seed)
+    parameter = next(model.parameters())
+    return evaluate(model, Batches(images.to(parameter.device), batch_size, binarize=binarize, dtype=parameter.dtype),
+                    seed=seed)
 
 
-@torch.no_grad()
 @torch.no_grad()
 def latent_usage(model: VAE, images: Tensor, *, binarize: bool = True, seed: int = 0, batch_size: int = 1000,
                  threshold: float = 0.01) -> dict:
@@ -280,18 +293,27 @@ def latent_usage(model: VAE, images: Tensor, *, binarize: bool = True, seed: int
     Returns:
         ``{"kl_per_dim": [Z floats, nats], "activity": [Z floats], "active_units": int}``; the
         entries of ``kl_per_dim`` sum to the average KL of the ELBO.
+    Raises:
+        TypeError: for images that are not uint8. ValueError: for fewer than two images (the
+            activity is a variance) or uint8 images holding only 0s and 1s.
     See: chapter "beta-VAE, blur and posterior collapse".
     """
     from .divergences import gaussian_kl_per_dim
 
-    device = next(model.parameters()).device
+    check_uint8_images(images, "latent_usage")
+    if len(images) < 2:
+        raise ValueError(f"latent_usage needs at least two images (the activity is a variance over them), "
+                         f"got {len(images)}")
+    parameter = next(model.parameters())
+    device = parameter.device
     was_training = model.training
     model.eval()
     mus, kls = [], []
     try:
         with _fixed_rng(seed, device):
             for start in range(0, len(images), batch_size):
-                mu, logvar = model.encode(to_float(images[start:start + batch_size].to(device), binarize))
+                x = to_float(images[start:start + batch_size].to(device), binarize, parameter.dtype)
+                mu, logvar = model.encode(x)
                 mus.append(mu.double().cpu())
                 kls.append(gaussian_kl_per_dim(mu, logvar).double().sum(0).cpu())
     finally:

@@ -32,6 +32,8 @@ import scipy.linalg
 import torch
 from torch import Tensor, nn
 
+from .paths import RESULTS
+
 __all__ = ["Classifier", "train_classifier", "load_classifier", "feature_statistics", "frechet_distance",
            "classifier_frechet_distance", "score_vae_samples", "score_samples", "accuracy", "save_classifier", "CLASSIFIER_FILE"]
 
@@ -101,17 +103,20 @@ def train_classifier(dataset: str, *, data_root: str | os.PathLike | None = None
         ``dataset``, ``device``.
     Raises:
         DataNotFoundError: if the data are nowhere (see ``companion.data.locate``).
+        ValueError: for a negative number of epochs (0 evaluates the untrained network).
     """
     from tqdm.auto import tqdm
 
     from .data import Batches, load_dataset
 
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
     device = torch.device(device)
     torch.manual_seed(seed)
     data = load_dataset(dataset, data_root, device=device)
     model = Classifier().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs, 1))
     start = time.perf_counter()
     for epoch in tqdm(range(epochs), desc=f"classifier {dataset}", disable=not progress):
         model.train()
@@ -137,13 +142,16 @@ def load_classifier(dataset: str, root: str | os.PathLike | None = None, device:
 
     Raises:
         FileNotFoundError: if it has not been trained; the message gives the command that trains it.
+        ValueError: if the one in ``book/results`` was not recorded with the registered settings.
     """
-    from .reproduce import RESULTS   # the one definition of book/results
-
     path = Path(root or RESULTS) / f"classifier-{dataset}" / CLASSIFIER_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no classifier for {dataset!r} at {path}; train and record it with "
                                 f"`python -m companion reproduce classifier-{dataset}` (about a minute per epoch on a CPU)")
+    metrics = path.with_name("metrics.json")
+    if root is None and (not metrics.is_file() or json.loads(metrics.read_text()).get("registered") is not True):
+        raise ValueError(f"{path} is not the registered classifier ({metrics} is missing or says "
+                         f"\"registered\": false); rerun `python -m companion reproduce classifier-{dataset}`")
     model = Classifier()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device).eval()
@@ -165,6 +173,33 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(0), np.cov(features, rowvar=False)
 
 
+#: Relative tolerance of the covariance checks: a covariance computed or stored in float32 is symmetric
+#: and positive semi-definite only up to its rounding (float32's epsilon is 1.2e-7), with room to spare.
+COVARIANCE_RTOL = 1e-5
+
+
+def _checked_covariance(cov: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The symmetric part of ``cov`` and its eigendecomposition, after checking that ``cov`` is a covariance.
+
+    Raises:
+        ValueError: for non-finite entries, asymmetry beyond ``COVARIANCE_RTOL`` times the largest
+            entry, or an eigenvalue below -``COVARIANCE_RTOL`` times the largest magnitude.
+    """
+    if not np.isfinite(cov).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    scale = float(np.abs(cov).max())
+    asymmetry = float(np.abs(cov - cov.T).max())
+    if asymmetry > COVARIANCE_RTOL * scale:
+        raise ValueError(f"{name} is not symmetric: the largest |C - C^T| is {asymmetry:.3g}, "
+                         f"{asymmetry / scale:.2g} of the largest entry (rounding allows {COVARIANCE_RTOL:g})")
+    cov = (cov + cov.T) / 2
+    values, vectors = scipy.linalg.eigh(cov)
+    if values.size and values[0] < -COVARIANCE_RTOL * max(float(np.abs(values).max()), 1e-300):
+        raise ValueError(f"{name} is not positive semi-definite: its smallest eigenvalue is {values[0]:.4g} "
+                         f"(largest {values[-1]:.4g}); a covariance has none below 0")
+    return cov, values, vectors
+
+
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
     """The squared Frechet distance between N(mu1, cov1) and N(mu2, cov2), in squared feature units.
 
@@ -176,17 +211,25 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     square roots of its eigenvalues. Unlike ``scipy.linalg.sqrtm`` of the non-symmetric product,
     this never produces complex numbers on the singular covariances that dead ReLU features give.
 
+    The inputs are checked first: finite, covariances symmetric and positive semi-definite up to
+    rounding (``COVARIANCE_RTOL``, so float32 statistics pass, as they do in pytorch-fid); the
+    symmetric part of each covariance is used.
+
     Raises:
-        ValueError: if the shapes disagree or a covariance is not symmetric.
+        ValueError: if the shapes disagree, a mean is not finite, or a covariance has non-finite
+            entries, is not symmetric, or is not positive semi-definite.
     """
-    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
-    cov1, cov2 = np.atleast_2d(cov1), np.atleast_2d(cov2)
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, dtype=np.float64)), np.atleast_1d(np.asarray(mu2, dtype=np.float64))
+    cov1, cov2 = np.atleast_2d(np.asarray(cov1, dtype=np.float64)), np.atleast_2d(np.asarray(cov2, dtype=np.float64))
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (len(mu1), len(mu1)):
         raise ValueError(f"shapes disagree: mu {mu1.shape}, {mu2.shape}; cov {cov1.shape}, {cov2.shape}")
-    for cov in (cov1, cov2):
-        if not np.allclose(cov, cov.T, rtol=1e-8, atol=1e-10 * max(1.0, np.abs(cov).max())):
-            raise ValueError("a covariance matrix is not symmetric")
-    values, vectors = scipy.linalg.eigh(cov1)
+    if mu1.size == 0:
+        raise ValueError("no features: the means are empty")
+    for name, mu in (("mu1", mu1), ("mu2", mu2)):
+        if not np.isfinite(mu).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+    cov1, values, vectors = _checked_covariance(cov1, "cov1")
+    cov2, _, _ = _checked_covariance(cov2, "cov2")
     root1 = (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
     inner = scipy.linalg.eigvalsh(root1 @ cov2 @ root1)
     trace_root = np.sqrt(inner.clip(min=0)).sum()

@@ -8,6 +8,12 @@ decoder also predicts sigma, ...). The likelihood turns ``params`` into
 - ``mean(params)``: E[x | z], shape (B, *event_shape) (what "the reconstruction" should mean);
 - ``sample(params)``: a draw x ~ p(x | z), same shape.
 
+Likelihoods whose support is bounded (the Bernoulli, continuous Bernoulli, Beta and discretized
+logistic: x in [0, 1]) refuse data outside it with a ValueError: pixels in 0..255 would otherwise
+give finite numbers with no meaning (Bernoulli "log-probabilities" above 0). The check costs one
+reduction and one number read back from the device per call; ``set_validation(False)`` turns it off,
+and it is skipped inside ``torch.compile`` and CUDA-graph capture, which cannot read values back.
+
 Adding a likelihood means writing a subclass and registering it in ``LIKELIHOODS``; the VAE and the
 trainer do not change. Part III of the book adds the continuous Bernoulli, the Beta and the Gaussian
 sigma family (fixed, learned global, learned per pixel, predicted, optimal per pixel, optimal per
@@ -27,8 +33,28 @@ from torch import Tensor, nn
 
 __all__ = ["Likelihood", "Bernoulli", "ContinuousBernoulli", "Beta", "Gaussian", "GaussianLearnedSigma",
            "GaussianPixelSigma", "GaussianPredictedSigma", "GaussianOptimalPixelSigma", "GaussianOptimalImageSigma",
-           "Laplace", "DiscretizedLogistic", "LIKELIHOODS", "make_likelihood", "continuous_bernoulli_log_normalizer", "continuous_bernoulli_mean",
-           "gaussian_log_density"]
+           "Laplace", "DiscretizedLogistic", "LIKELIHOODS", "make_likelihood", "likelihood_options",
+           "check_likelihood_options", "continuous_bernoulli_log_normalizer", "continuous_bernoulli_mean",
+           "gaussian_log_density", "set_validation"]
+
+
+_VALIDATE = True
+
+
+def set_validation(enabled: bool) -> bool:
+    """Turn the support check of ``Likelihood.log_prob`` on or off for every likelihood; returns the
+    previous setting (so that ``set_validation(previous)`` restores it)."""
+    global _VALIDATE
+    previous, _VALIDATE = _VALIDATE, bool(enabled)
+    return previous
+
+
+def _can_read_values() -> bool:
+    """False while torch.compile traces or a CUDA graph is captured (no value may be read back then)."""
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)   # torch >= 2.3
+    if is_compiling is not None and is_compiling():
+        return False
+    return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
 
 
 def _positive(name: str, value: float) -> float:
@@ -45,21 +71,36 @@ class Likelihood(nn.Module):
     """
 
     num_params: int = 1
+    #: The closed interval that x must lie in, or None for the whole real line.
+    support: tuple[float, float] | None = None
 
     def check(self, x: Tensor, params: Tensor) -> None:
-        """Raise ValueError unless ``params`` has shape (B, num_params, *x.shape[1:])."""
+        """Raise ValueError unless ``params`` has shape (B, num_params, *x.shape[1:]) and, for a
+        likelihood with a bounded ``support``, every x lies in it (see ``set_validation``)."""
         expected = (x.shape[0], self.num_params, *x.shape[1:])
         if tuple(params.shape) != expected:
             raise ValueError(
                 f"{type(self).__name__}: decoder output has shape {tuple(params.shape)}, "
                 f"expected {expected} for data of shape {tuple(x.shape)}"
             )
+        if self.support is not None and _VALIDATE and x.numel() and _can_read_values():
+            low, high = self.support
+            smallest, largest = torch.stack(torch.aminmax(x.detach())).tolist()   # NaN propagates: refused too
+            if not (smallest >= low and largest <= high):
+                finite = x[torch.isfinite(x)]
+                seen = (f"[{finite.min().item():.4g}, {finite.max().item():.4g}]" if finite.numel()
+                        else "no finite value")
+                nan = ", and NaN or infinite values" if finite.numel() < x.numel() else ""
+                raise ValueError(
+                    f"{type(self).__name__}: the data must lie in [{low:g}, {high:g}], got values in {seen}{nan}. "
+                    "Images stored as 0..255 must be divided by 255 first (companion.data.to_float does it)")
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         """log p(x | params) in nats, summed over all dimensions but the first; shape (B,).
 
         Raises:
-            ValueError: if ``params`` does not have shape (B, num_params, *x.shape[1:]).
+            ValueError: if ``params`` does not have shape (B, num_params, *x.shape[1:]), or x lies
+                outside a bounded ``support`` (``check``).
         """
         self.check(x, params)
         return self._log_prob(x, params).flatten(1).sum(1)
@@ -89,6 +130,7 @@ class Bernoulli(Likelihood):
     """
 
     num_params = 1
+    support = (0.0, 1.0)
 
     def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         return -F.binary_cross_entropy_with_logits(params[:, 0], x, reduction="none")
@@ -333,8 +375,9 @@ class Laplace(Likelihood):
 
 
 #: Below this |logit| the continuous Bernoulli's normaliser and mean use their Taylor series: the
-#: closed forms subtract two numbers near 1/l and lose every digit as l -> 0 (at |l| = 0.05 the series'
-#: first omitted terms are below 1e-11; the series themselves are checked against sympy in the tests).
+#: closed forms subtract two numbers near 1/l and lose every digit as l -> 0. At |l| = 0.05 the first
+#: omitted terms are 5.3e-12 (normaliser) and 1.03e-11 (mean); the series are checked against sympy
+#: in the tests.
 _CB_SERIES = 0.05
 
 
@@ -354,7 +397,7 @@ def continuous_bernoulli_log_normalizer(logits: Tensor) -> Tensor:
     a = logits.abs()
     safe = torch.where(a < _CB_SERIES, torch.ones_like(a), a)
     closed = torch.log(safe) - torch.log(-torch.expm1(-safe)) + torch.log1p(torch.exp(-safe))
-    series = math.log(2) + a.square() / 12 - 7 * a.pow(4) / 1440   # next term 31 l^6 / 90720 < 1e-12
+    series = math.log(2) + a.square() / 12 - 7 * a.pow(4) / 1440   # next term 31 l^6 / 90720 <= 5.3e-12
     return torch.where(a < _CB_SERIES, series, closed)
 
 
@@ -368,7 +411,7 @@ def continuous_bernoulli_mean(logits: Tensor) -> Tensor:
     small = logits.abs() < _CB_SERIES
     safe = torch.where(small, torch.ones_like(logits), logits)
     closed = -1 / torch.expm1(-safe) - 1 / safe
-    series = 0.5 + logits / 12 - logits.pow(3) / 720                # next term l^5 / 30240 < 1e-11
+    series = 0.5 + logits / 12 - logits.pow(3) / 720                # next term |l|^5 / 30240 <= 1.03e-11
     return torch.where(small, series, closed)
 
 
@@ -378,12 +421,16 @@ class ContinuousBernoulli(Likelihood):
     log p(x | l) = x l - softplus(l) + log C, with the log-normaliser of
     ``continuous_bernoulli_log_normalizer``. ``mean`` is the expected value (not sigmoid(l): the two
     differ, and showing sigmoid(l) as "the reconstruction" overstates the sharpness); ``sample`` draws
-    by inverting the CDF, x = log(1 + u (e^l - 1)) / l, computed without overflow.
+    by inverting the CDF F(x) = (e^(l x) - 1) / (e^l - 1): x = log1p(u expm1(l)) / l for l < 0 and,
+    by the symmetry x -> 1 - x, l -> -l, x = 1 + log1p((1 - u) expm1(-l)) / l for l > 0. Both forms
+    are exact for every nonzero logit, however small (expm1 and log1p keep their digits near 0), and
+    never overflow; only at l = 0 exactly is the draw the uniform u.
 
     See: Loaiza-Ganem & Cunningham (2019); chapter "Bernoulli on grey pixels, and the continuous Bernoulli".
     """
 
     num_params = 1
+    support = (0.0, 1.0)
 
     def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         logits = params[:, 0]
@@ -395,12 +442,12 @@ class ContinuousBernoulli(Likelihood):
     def sample(self, params: Tensor) -> Tensor:
         logits = params[:, 0]
         u = torch.rand_like(logits)
-        small = logits.abs() < _CB_SERIES
-        safe = torch.where(small, torch.ones_like(logits), logits)
-        positive = (safe + torch.log(u + (1 - u) * torch.exp(-safe))) / safe      # l > 0: log(u e^l + 1 - u) / l
-        negative = torch.log1p(u * torch.expm1(safe)) / safe                      # l < 0: expm1(l) in (-1, 0)
-        closed = torch.where(safe > 0, positive, negative)
-        return torch.where(small, u, closed).clamp(0, 1)   # near l = 0 the density is nearly uniform
+        a = logits.abs()
+        safe = torch.where(a > 0, a, torch.ones_like(a))
+        w = torch.where(logits < 0, u, 1 - u)
+        t = -torch.log1p(w * torch.expm1(-safe)) / safe          # the l < 0 quantile at w, for |l| = a
+        x = torch.where(logits < 0, t, 1 - t)
+        return torch.where(a > 0, x, u).clamp(0, 1)
 
 
 class Beta(Likelihood):
@@ -421,8 +468,11 @@ class Beta(Likelihood):
     growing without limit; the ELBO then diverges (the chapter shows it).
 
     The squeezed density integrates over [0, 1] to the Beta's mass on [eps, 1 - eps], which is at
-    most 1 (and above 0.998 unless the mean is pushed against 0 or 1): the ELBO and IWAE values it
-    gives are therefore lower bounds on those of the properly renormalised density.
+    most 1: the ELBO and IWAE values it gives are therefore lower bounds on those of the properly
+    renormalised density. How much lower depends on alpha and beta (scipy.stats.beta, eps = 1/512):
+    at mean 1/2 the mass is 0.773 for kappa = 0.5 (the smallest allowed), 0.996 for kappa = 2 (the
+    uniform) and 1 - 7e-12 for kappa = 10; with the mean pushed to eps it is 0.405 at kappa = 1000
+    and 0.0073 at kappa = 0.5, because most of the Beta's mass then lies in [0, eps].
 
     Arguments:
         eps: the squeeze, default 1/512 (half a grey level). min_concentration, max_concentration:
@@ -433,6 +483,7 @@ class Beta(Likelihood):
     """
 
     num_params = 2
+    support = (0.0, 1.0)
 
     def __init__(self, eps: float = 1 / 512, min_concentration: float = 0.5, max_concentration: float = 1000.0):
         super().__init__()
@@ -480,9 +531,16 @@ class DiscretizedLogistic(Likelihood):
 
     Because it is a probability (not a density), log p(x | z) <= 0 and the ELBO and IWAE estimates
     are bounds on the log-probability of the discrete image: their negatives in bits per dimension
-    are comparable with a flow's dequantized bits/dim (chapter "Head to head"). Where the difference
-    of the two sigmoids underflows (a very narrow logistic far from the cell), the mass is replaced by
-    the density at the centre times the cell width, as in PixelCNN++.
+    are comparable with a flow's dequantized bits/dim (chapter "Head to head").
+
+    The mass of an inner cell is computed in log space, exactly: with a = (x + 1/510 - mu) / s and
+    b = (x - 1/510 - mu) / s, sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - e^(b - a)), so
+
+        log P(k) = logsigmoid(a) + logsigmoid(-b) + log(-expm1(-1 / (255 s))),
+
+    which never subtracts two nearly equal numbers. (PixelCNN++ instead replaces masses below 1e-5
+    by the density at the centre times the cell width, which is off by up to 0.68 nats per pixel
+    where a narrow logistic sits a few cells away.)
 
     Arguments:
         min_log_scale: floor on log s (default -7: s >= 0.0009 in [0, 1] units, a quarter of a
@@ -491,6 +549,7 @@ class DiscretizedLogistic(Likelihood):
     """
 
     num_params = 2
+    support = (0.0, 1.0)
     half_bin = 1 / 510
 
     def __init__(self, min_log_scale: float = -7.0):
@@ -499,15 +558,13 @@ class DiscretizedLogistic(Likelihood):
 
     def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         mu, log_s = params[:, 0], params[:, 1].clamp_min(self.min_log_scale)
-        centred, inv_s = x - mu, torch.exp(-log_s)
-        upper, lower = inv_s * (centred + self.half_bin), inv_s * (centred - self.half_bin)
-        log_cdf_upper = upper - F.softplus(upper)              # log F(x + 1/510)
-        log_survival_lower = -F.softplus(lower)                # log (1 - F(x - 1/510))
-        mass = torch.sigmoid(upper) - torch.sigmoid(lower)
-        mid = inv_s * centred                                  # density at the centre times the width 1/255
-        log_mid = mid - log_s - 2 * F.softplus(mid) - math.log(255)
-        inner = torch.where(mass > 1e-5, torch.log(mass.clamp_min(1e-12)), log_mid)
-        return torch.where(x < self.half_bin, log_cdf_upper, torch.where(x > 1 - self.half_bin, log_survival_lower, inner))
+        inv_s = torch.exp(-log_s)
+        upper, lower = inv_s * (x - mu + self.half_bin), inv_s * (x - mu - self.half_bin)
+        log_cdf_upper = F.logsigmoid(upper)                    # log F(x + 1/510): level 0's cell reaches -inf
+        log_survival_lower = F.logsigmoid(-lower)              # log (1 - F(x - 1/510)): level 255's reaches +inf
+        log_cell = log_cdf_upper + log_survival_lower + torch.log(-torch.expm1(-inv_s / 255))
+        return torch.where(x < self.half_bin, log_cdf_upper,
+                           torch.where(x > 1 - self.half_bin, log_survival_lower, log_cell))
 
     def mean(self, params: Tensor) -> Tensor:
         """The location mu clamped to [0, 1] (the mode of the binned logistic when mu is inside)."""
@@ -532,6 +589,34 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
     "discretized-logistic": DiscretizedLogistic}
 
 
+def likelihood_options(name: str) -> tuple[str, ...]:
+    """The keyword options a registered likelihood takes, e.g. ``("sigma",)`` for "gaussian".
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    import inspect
+
+    if name not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}")
+    parameters = inspect.signature(LIKELIHOODS[name].__init__).parameters
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p for p, info in parameters.items() if p not in ("self", "image_shape") and info.kind in keyword)
+
+
+def check_likelihood_options(name: str, options: dict) -> None:
+    """Raise ValueError for an unknown likelihood or an option it does not take; the message names the
+    likelihoods that do take that option (``--sigma`` with the Bernoulli: the Gaussians)."""
+    takes = likelihood_options(name)
+    unknown = [key for key in options if key not in takes]
+    if unknown:
+        key = unknown[0]
+        others = [n for n in LIKELIHOODS if key in likelihood_options(n)]
+        raise ValueError(f"the {name} likelihood takes no option {key!r} "
+                         f"({'its options: ' + ', '.join(takes) if takes else 'it takes none'}); "
+                         + (f"{key} is an option of: {', '.join(others)}" if others else f"no likelihood takes {key}"))
+
+
 def make_likelihood(name: str, image_shape: tuple[int, ...] | None = None, **options) -> Likelihood:
     """Build a registered likelihood by name, e.g. ``make_likelihood("gaussian", sigma=0.1)``.
 
@@ -539,11 +624,10 @@ def make_likelihood(name: str, image_shape: tuple[int, ...] | None = None, **opt
     ignored by the others.
 
     Raises:
-        ValueError: for an unknown name.
-        TypeError: for options the likelihood does not take.
+        ValueError: for an unknown name, an option the likelihood does not take (the message names
+            the likelihoods that do take it, see ``check_likelihood_options``), or a bad value.
     """
-    if name not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}")
+    check_likelihood_options(name, options)
     cls = LIKELIHOODS[name]
     if getattr(cls, "needs_image_shape", False) and image_shape is not None:
         options.setdefault("image_shape", tuple(image_shape))

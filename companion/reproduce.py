@@ -32,6 +32,17 @@ spherical paths between fixed latents).
 ``checkpoint.pt`` is written there too (that is what makes a run resumable) and is kept out of git by
 ``.gitignore``.
 
+**Recorded results are never half-written or overwritten by a smoke test.** A run trains and is
+evaluated in ``NAME.partial/`` beside its folder (an interrupted run resumes there: rerun the same
+command), under a lock (``.NAME.lock`` beside the folders) that keeps a second process out, and
+replaces ``NAME/`` only when everything is written, so
+a reader of ``NAME/`` sees either the old recording or the new one, never a mixture and never stale
+figures. A finished run that is reproduced again resumes from its checkpoint (no more epochs) and
+is evaluated anew. A run whose settings are overridden (``epochs=`` or ``iwae_k=``, the command
+line's ``--epochs`` and ``--iwae-k``) is recorded with ``"registered": false`` and written under
+``runs/reproduce/`` (or the ``root`` given) but never into ``book/results``; ``load_results``, which
+the chapters use, refuses a result that is not registered.
+
 See: appendix "Running the course"; chapters "Training a VAE", "Evaluating a VAE" and "A
 convolutional VAE"; Part III, chapters 10 to 14.
 """
@@ -40,6 +51,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -54,12 +66,20 @@ from .plots import save_grid
 from .models.flow import FlowConfig
 from .models.gan import GANConfig
 from .plots import latent_path
-from .runs import ModelRun, VAERun, _device_name, git_commit, load_model_run, load_run, run_model, run_vae
-from .training import TrainConfig, _write_json, resolve_device
+from .paths import RESULTS, SCRATCH_RESULTS
+from .locks import run_lock
+from .runs import (ModelRun, VAERun, _device_name, _signature, git_commit, load_model_run, load_run, run_model,
+                   run_vae)
+from .training import CHECKPOINT, CheckpointError, TrainConfig, _write_json, read_checkpoint, resolve_device
 
-__all__ = ["Experiment", "ClassifierExperiment", "REGISTRY", "HEAD_TO_HEAD", "head_to_head", "reproduce", "results_dir", "load_results", "matching"]
+__all__ = ["Experiment", "ClassifierExperiment", "REGISTRY", "HEAD_TO_HEAD", "head_to_head", "reproduce", "results_dir",
+           "load_results", "matching", "is_registered", "results_root", "UnregisteredResultError", "RESULTS"]
 
-RESULTS = Path(__file__).resolve().parent.parent / "book" / "results"
+PARTIAL = ".partial"   # suffix of the folder a run is trained and evaluated in before it replaces NAME/
+
+
+class UnregisteredResultError(ValueError):
+    """A result folder holds a run with overridden settings (``"registered": false``), not the recording."""
 
 
 @dataclass(frozen=True)
@@ -234,18 +254,118 @@ def results_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     return Path(root or RESULTS) / name
 
 
-def load_results(name: str, root: str | os.PathLike | None = None) -> dict | None:
+def load_results(name: str, root: str | os.PathLike | None = None, *, registered_only: bool = True) -> dict | None:
     """What a chapter needs from a recorded run: ``{"metrics", "history", "config", "curve", "dir"}``.
 
     Returns None when the run has not been recorded (``metrics.json`` missing), so a chapter can say
-    so instead of failing. Raises KeyError for an unknown name.
+    so instead of failing.
+
+    Arguments:
+        registered_only: refuse a result whose ``metrics.json`` does not say ``"registered": true``
+            (a smoke run with fewer epochs or samples); tests of ``reproduce`` turn it off.
+    Raises:
+        KeyError: for an unknown name. UnregisteredResultError: for a result that is not registered.
     """
     out = results_dir(name, root)
     if not (out / "metrics.json").is_file():
         return None
     read = lambda f: json.loads((out / f).read_text()) if (out / f).is_file() else None  # noqa: E731
-    return {"metrics": read("metrics.json"), "history": read("history.json"), "config": read("config.json"),
+    metrics = read("metrics.json")
+    if registered_only and metrics.get("registered") is not True:
+        raise UnregisteredResultError(
+            f"{out / 'metrics.json'} is not the registered run of {name!r} "
+            f"({metrics.get('command', 'no command recorded')}, \"registered\": {json.dumps(metrics.get('registered'))}); "
+            f"record it with `python -m companion reproduce {name}`")
+    return {"metrics": metrics, "history": read("history.json"), "config": read("config.json"),
             "curve": read("iwae_curve.json"), "dir": out}
+
+
+def is_registered(name: str, epochs: int | None = None, iwae_k: int | None = None) -> bool:
+    """Whether overrides leave experiment ``name`` at its registered settings (None means not overridden;
+    ``iwae_k`` matters only for experiments evaluated by IWAE)."""
+    experiment = REGISTRY[name]
+    if isinstance(experiment, ClassifierExperiment):
+        return epochs in (None, experiment.epochs)
+    same_k = iwae_k in (None, experiment.iwae_k) or isinstance(experiment.run, ModelRun)
+    return epochs in (None, experiment.run.train.epochs) and same_k
+
+
+def results_root(root: str | os.PathLike | None, registered: bool) -> Path:
+    """Where a run's folder goes: ``root``, else ``book/results`` for a registered run and
+    ``runs/reproduce`` (under the working directory) for one with overridden settings.
+
+    Raises:
+        ValueError: if a run with overridden settings is pointed at ``book/results``.
+    """
+    if root is None:
+        return RESULTS if registered else SCRATCH_RESULTS
+    root = Path(root)
+    if not registered and root.resolve() == RESULTS.resolve():
+        raise ValueError(f"a run with overridden settings (--epochs, --iwae-k) is never written into {RESULTS}, "
+                         "which holds the recorded results the chapters show; give another --results folder, "
+                         f"or none (then it goes to {SCRATCH_RESULTS})")
+    return root
+
+
+def _recover(out: Path) -> None:
+    """Finish a replacement of ``out`` that was interrupted between its two renames (see ``_publish``)."""
+    old = out.with_name(out.name + ".old")
+    if old.is_dir():
+        if out.is_dir():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, out)
+
+
+def _resumable(folder: Path, signature: dict | None, epochs: int) -> str | None:
+    """Why the checkpoint in ``folder`` cannot be resumed for this run, or None if it can."""
+    try:
+        state = read_checkpoint(folder / CHECKPOINT, map_location="cpu")
+    except CheckpointError as error:
+        return str(error)
+    if signature is not None and state["signature"] != signature:
+        return "its checkpoint was made with other settings"
+    if len(state["history"]) > epochs:
+        return f"its checkpoint holds {len(state['history'])} epochs, more than the {epochs} asked for"
+    return None
+
+
+def _stage(out: Path, work: Path, signature: dict | None, epochs: int) -> None:
+    """Prepare ``work`` (NAME.partial) for a run of ``epochs`` epochs.
+
+    - ``work`` holds a checkpoint of this run: keep it (an interrupted run resumes);
+    - it holds one that cannot be resumed: refuse, naming the folder to delete (nothing is lost);
+    - else start from a copy of ``out`` if its checkpoint belongs to this run (a finished run is
+      evaluated anew), the checkpoint copied last and renamed into place, so an interrupted copy
+      leaves no checkpoint; else from an empty folder.
+
+    ``signature`` is None for runs without a checkpoint (the classifiers), which always start afresh.
+    """
+    if signature is not None and (work / CHECKPOINT).is_file():
+        problem = _resumable(work, signature, epochs)
+        if problem is None:
+            return
+        raise ValueError(f"{work} holds an interrupted run that this one cannot resume ({problem}); delete the "
+                         f"folder {work} to start afresh")
+    for path in work.iterdir():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if signature is None or not (out / CHECKPOINT).is_file() or _resumable(out, signature, epochs) is not None:
+        return
+    shutil.copytree(out, work, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CHECKPOINT))
+    shutil.copy2(out / CHECKPOINT, work / f"{CHECKPOINT}.tmp")
+    os.replace(work / f"{CHECKPOINT}.tmp", work / CHECKPOINT)
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Replace ``out`` by the finished ``work``: rename ``out`` aside, ``work`` into place, delete the old.
+    A reader sees the old folder or the new one; an interruption between the renames is repaired by
+    ``_recover`` at the next start."""
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(work, out)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def reproduce(name: str, root: str | os.PathLike | None = None, *, device: str = "auto",
@@ -254,26 +374,53 @@ def reproduce(name: str, root: str | os.PathLike | None = None, *, device: str =
     """Run the experiment ``name`` and write its results (see the module docstring).
 
     Arguments:
-        name: a key of ``REGISTRY``. root: where the results go (default ``book/results``).
+        name: a key of ``REGISTRY``.
+        root: where the run's folder goes (default: ``book/results`` for the registered settings,
+            ``runs/reproduce`` when ``epochs`` or ``iwae_k`` override them).
         device: "auto" (CUDA, then MPS, then CPU) or a torch device name.
         data_root: see ``companion.data.locate``.
-        epochs, iwae_k: overrides, for smoke tests (recorded in the metrics, so nobody mistakes the
-            result for the registered one).
+        epochs, iwae_k: overrides, for smoke tests (0 epochs means none: the untrained model is
+            evaluated). A value other than the registered one is recorded as ``"registered": false``
+            (``iwae_k`` only counts for experiments evaluated by IWAE).
         max_latents: latents decoded at once during the IWAE evaluation (default: the experiment's;
             raise it on a GPU).
     Returns:
-        The metrics written to ``metrics.json``.
+        The metrics written to ``metrics.json``; the results are in ``results_dir(name, root)``.
     Raises:
-        KeyError: unknown name. DataNotFoundError: data missing. ValueError: a checkpoint in the
-        folder that belongs to another configuration.
+        KeyError: unknown name. DataNotFoundError: data missing. ValueError: overridden settings
+        pointed at ``book/results``, or an interrupted run in ``NAME.partial`` that this one cannot
+        resume (the message names the folder to delete). RunInUseError: the same experiment is
+        running in another process. FloatingPointError: a GAN or flow whose loss diverged (a VAE's
+        divergence is recorded in its metrics instead).
     """
-    out = results_dir(name, root)                                    # raises KeyError for an unknown name
+    results_dir(name)                                                # raises KeyError for an unknown name
+    experiment = REGISTRY[name]
+    out = results_dir(name, results_root(root, is_registered(name, epochs, iwae_k)))
+    work = out.with_name(out.name + PARTIAL)
+    if isinstance(experiment, ClassifierExperiment):
+        signature, planned = None, experiment.epochs if epochs is None else epochs
+    else:
+        signature = _signature(experiment.run)                       # the signature ignores epochs and device
+        planned = experiment.run.train.epochs if epochs is None else epochs
+    # The lock lives beside the folders (.NAME.lock), not in them, so that they can be renamed under it.
+    with run_lock(work, lock_file=out.with_name(f".{out.name}.lock")):
+        _recover(out)
+        _stage(out, work, signature, planned)
+        metrics = _reproduce_into(name, work, out.parent, device=device, data_root=data_root, epochs=epochs,
+                                  iwae_k=iwae_k, max_latents=max_latents, progress=progress)
+        _publish(work, out)
+    return metrics
+
+
+def _reproduce_into(name: str, out: Path, root: Path, *, device, data_root, epochs, iwae_k, max_latents,
+                    progress) -> dict:
+    """Train and evaluate experiment ``name`` in the folder ``out``; ``root`` is where its classifier is looked for."""
     experiment = REGISTRY[name]
     if isinstance(experiment, ClassifierExperiment):
         return _reproduce_classifier(name, experiment, out, device=device, data_root=data_root, epochs=epochs,
                                      progress=progress)
     run = experiment.run
-    run = replace(run, train=replace(run.train, device=device, epochs=epochs or run.train.epochs))
+    run = replace(run, train=replace(run.train, device=device, epochs=run.train.epochs if epochs is None else epochs))
     if isinstance(run, ModelRun):
         return _reproduce_model(name, experiment, run, out, root, device=device, data_root=data_root,
                                 epochs=epochs, progress=progress)
@@ -330,13 +477,18 @@ def reproduce(name: str, root: str | os.PathLike | None = None, *, device: str =
         "iwae_k": k,
         "evaluation_wall_time_s": time.perf_counter() - start,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "command": f"python -m companion reproduce {name}"
-                   + (f" --epochs {epochs}" if epochs else "") + (f" --iwae-k {iwae_k}" if iwae_k is not None else ""),
-        "registered": epochs in (None, experiment.run.train.epochs) and iwae_k in (None, experiment.iwae_k),
+        "command": _command(name, epochs, iwae_k),
+        "registered": is_registered(name, epochs, iwae_k),
         "python": sys.version.split()[0],
     })
     _write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _command(name: str, epochs: int | None = None, iwae_k: int | None = None) -> str:
+    """The command line that reproduces this result, overrides included."""
+    return (f"python -m companion reproduce {name}" + (f" --epochs {epochs}" if epochs is not None else "")
+            + (f" --iwae-k {iwae_k}" if iwae_k is not None else ""))
 
 
 def _frechet(model, data, run: VAERun, root=None) -> dict:
@@ -379,8 +531,7 @@ def _reproduce_model(name, experiment: Experiment, run: ModelRun, out: Path, roo
                         "frechet_samples": 10_000})
     metrics.update({
         "evaluation_wall_time_s": time.perf_counter() - start,
-        "command": f"python -m companion reproduce {name}" + (f" --epochs {epochs}" if epochs else ""),
-        "registered": epochs in (None, experiment.run.train.epochs), "python": sys.version.split()[0],
+        "command": _command(name, epochs), "registered": is_registered(name, epochs), "python": sys.version.split()[0],
     })
     _write_json(out / "metrics.json", metrics)
     return metrics
@@ -390,7 +541,8 @@ def _classifier(dataset: str, root, device):
     """The dataset's recorded classifier: from the results root if it holds one, else from ``book/results``."""
     from .frechet import CLASSIFIER_FILE, load_classifier
 
-    local = root is not None and (Path(root) / f"classifier-{dataset}" / CLASSIFIER_FILE).is_file()
+    local = (root is not None and Path(root).resolve() != RESULTS.resolve()
+             and (Path(root) / f"classifier-{dataset}" / CLASSIFIER_FILE).is_file())
     return load_classifier(dataset, root if local else None, device=device)
 
 
@@ -398,11 +550,11 @@ def _reproduce_classifier(name, experiment: ClassifierExperiment, out: Path, *, 
     from .frechet import save_classifier, train_classifier
 
     where = resolve_device(device)
-    model, metrics = train_classifier(experiment.dataset, data_root=data_root, epochs=epochs or experiment.epochs,
-                                      device=where, progress=progress)
+    model, metrics = train_classifier(experiment.dataset, data_root=data_root, device=where, progress=progress,
+                                      epochs=experiment.epochs if epochs is None else epochs)
     metrics.update({"device": _device_name(where), "commit": git_commit(Path(__file__).parent), "torch": torch.__version__,
-                    "command": f"python -m companion reproduce {name}" + (f" --epochs {epochs}" if epochs else ""),
-                    "registered": epochs in (None, experiment.epochs), "python": sys.version.split()[0]})
+                    "command": _command(name, epochs),
+                    "registered": is_registered(name, epochs), "python": sys.version.split()[0]})
     save_classifier(model, metrics, out)
     return metrics
 

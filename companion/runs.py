@@ -10,6 +10,17 @@ same for the GAN and the normalizing flow of Part IV (a ``ModelRun``). A VAE's r
   versions and commit;
 - ``samples.png``, ``reconstructions.png`` and, for a 2-D latent space, ``manifold.png``.
 
+A run directory is used by one process at a time: ``companion.locks.run_lock`` holds an exclusive
+lock on it (the files ``.lock`` and ``.lock-owner.json``, with the holder's process id and command)
+for the whole run, so a second run started into the same directory is refused with a message naming
+the first. Apart from those two files, nothing is written into the directory before its checkpoint
+has been found to match the settings (or there is none), so a refused resume leaves a finished run
+as it was. No stale result is left beside a new one: a run started afresh over an earlier one
+(``resume=False``) removes that run's results and figures; a resumed run that has epochs left to
+train removes the earlier finish's results (``FINAL_OUTPUTS``) before it trains; and a directory
+that holds results but no checkpoint (nothing to resume, and nothing this run should delete) is
+refused.
+
 See: chapter "Training a VAE".
 """
 
@@ -25,13 +36,36 @@ from pathlib import Path
 import torch
 
 from .data import Batches, ImageData, load_dataset
+from .locks import LOCK_FILE, RunInUseError, run_lock
 from .models.flow import FlowConfig, RealNVP
 from .models.gan import GAN, GANConfig
 from .models.vae import VAE, VAEConfig
 from .plots import manifold_latents, save_grid
-from .training import CHECKPOINT, Trainer, TrainConfig, _write_json, evaluate
+from .training import CHECKPOINT, Trainer, TrainConfig, _write_json, evaluate, read_checkpoint, resolve_device
 
-__all__ = ["VAERun", "ModelRun", "run_vae", "run_model", "load_run", "load_model_run", "git_commit", "MODELS"]
+__all__ = ["VAERun", "ModelRun", "run_vae", "run_model", "load_run", "load_model_run", "git_commit", "MODELS",
+           "run_lock", "RunInUseError", "LOCK_FILE", "OUTPUTS", "FINAL_OUTPUTS"]
+
+#: Files a finished run writes besides its checkpoint, history and config.
+FINAL_OUTPUTS = ("metrics.json", "iwae_curve.json", "samples.png", "reconstructions.png", "manifold.png",
+                 "interpolation.png")
+#: Files written during training (decoded fixed latents after chosen epochs).
+SNAPSHOTS = ("samples_epoch_*.png",)
+OUTPUTS = FINAL_OUTPUTS + SNAPSHOTS
+
+
+def _existing_outputs(out: Path, patterns=OUTPUTS) -> list[Path]:
+    return [path for pattern in patterns for path in sorted(out.glob(pattern))]
+
+
+def _clear_outputs(out: Path, patterns=OUTPUTS) -> list[str]:
+    """Remove the results of an earlier run from ``out`` (``patterns`` of ``OUTPUTS``); returns the names."""
+    removed = []
+    for pattern in patterns:
+        for path in out.glob(pattern):
+            path.unlink()
+            removed.append(path.name)
+    return removed
 
 #: The model families of Part IV: ``ModelRun.kind`` -> (model class, config class).
 MODELS = {"gan": (GAN, GANConfig), "flow": (RealNVP, FlowConfig)}
@@ -129,17 +163,30 @@ def _signature(run: VAERun | ModelRun) -> dict:
     return json.loads(json.dumps(asdict(replace(run, train=replace(run.train, epochs=0, device="auto")))))
 
 
-def _start(run, out, make_model, data_root, data, progress) -> tuple[Path, Trainer, ImageData]:
-    """Create ``out``, build the trainer (seeded model), load or move the data, write ``config.json``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer.build(make_model, run.train, run_dir=out, progress=progress, signature=_signature(run))
+def _start(run, out: Path, make_model, data_root, data, progress, resume) -> tuple[Trainer, ImageData]:
+    """Load (or move) the data, build the trainer (seeded model), resume or start afresh, write ``config.json``.
+
+    The order matters: data first (a missing dataset changes nothing in ``out``), then the
+    checkpoint's signature (a mismatch raises before any file is written), and ``config.json`` last.
+    """
+    had_checkpoint = (out / CHECKPOINT).is_file()
+    if not had_checkpoint and _existing_outputs(out):
+        names = ", ".join(p.name for p in _existing_outputs(out)[:4])
+        raise ValueError(f"{out} holds the results of a run ({names}, ...) but no {CHECKPOINT}: there is nothing to "
+                         "resume, and starting afresh would delete them; use another directory, or delete those "
+                         "files first")
+    device = resolve_device(run.train.device)
     if data is None:
-        data = load_dataset(run.dataset, data_root, device=trainer.device, val_size=run.val_size)
-    elif data.train.device != trainer.device:
-        data = ImageData(**{k: (v.to(trainer.device) if torch.is_tensor(v) else v) for k, v in vars(data).items()})
+        data = load_dataset(run.dataset, data_root, device=device, val_size=run.val_size)
+    elif data.train.device != device:
+        data = ImageData(**{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in vars(data).items()})
+    trainer = Trainer.build(make_model, run.train, run_dir=out, progress=progress, signature=_signature(run))
+    if not trainer.prepare(resume):
+        _clear_outputs(out)                                  # --no-resume over an earlier run: all of it goes
+    elif len(trainer.history) < run.train.epochs:
+        _clear_outputs(out, FINAL_OUTPUTS)                   # more epochs to train: the earlier finish is stale
     _write_json(out / "config.json", asdict(run))
-    return out, trainer, data
+    return trainer, data
 
 
 def _common_metrics(run, trainer: Trainer, history: list[dict], data: ImageData) -> dict:
@@ -168,15 +215,24 @@ def run_vae(run: VAERun, out: str | os.PathLike, *, data_root: str | os.PathLike
         ``val_``, plus ``dataset``, ``model``, ``device``, ``wall_time_s``, ``epochs``, ``commit``.
     Raises:
         DataNotFoundError: if the data are nowhere (see ``companion.data``).
-        ValueError: if ``out`` holds a checkpoint of a different run.
+        ValueError: if ``out`` holds a checkpoint of a different run, or one with more epochs than
+            asked for, or results without a checkpoint (in each case nothing in ``out`` is changed).
+        CheckpointError: if its checkpoint cannot be read (``resume=False`` starts afresh).
+        RunInUseError: if another process is running in ``out``.
+        FloatingPointError: if the training loss diverges (the last good epoch stays in ``out``).
     """
-    out, trainer, data = _start(run, out, lambda: VAE(run.model), data_root, data, progress)
+    with run_lock(out):
+        return _run_vae(run, Path(out), data_root, data, resume, progress, on_epoch_end)
+
+
+def _run_vae(run: VAERun, out: Path, data_root, data, resume, progress, on_epoch_end) -> dict:
+    trainer, data = _start(run, out, lambda: VAE(run.model), data_root, data, progress, resume)
     train = Batches(data.train, run.batch_size, shuffle=True, binarize=run.binarize)
     # Evaluation batches: a convolutional decoder keeps 28 x 28 feature maps per image (about 100 MB
     # per layer for 1000 images), so it gets smaller batches to stay within Binder's 2 GB.
     eval_batch = 1000 if run.model.architecture == "mlp" else 200
     val = Batches(data.val, eval_batch, binarize=run.binarize) if len(data.val) else None
-    history = trainer.fit(train, val, resume=resume, on_epoch_end=on_epoch_end)
+    history = trainer.fit(train, val, on_epoch_end=on_epoch_end)
 
     test = evaluate(trainer.model, Batches(data.test, eval_batch, binarize=run.binarize))
     last = history[-1] if history else {}
@@ -217,12 +273,17 @@ def run_model(run: ModelRun, out: str | os.PathLike, *, data_root: str | os.Path
         ``test_bits_per_dim`` (exact log-density of one dequantization of each test image, with a
         fixed seed). ``samples.png`` holds 64 samples.
     Raises:
-        DataNotFoundError, ValueError: as for ``run_vae``.
+        DataNotFoundError, ValueError, CheckpointError, RunInUseError, FloatingPointError: as for ``run_vae``.
     """
-    out, trainer, data = _start(run, out, run.build, data_root, data, progress)
+    with run_lock(out):
+        return _run_model(run, Path(out), data_root, data, resume, progress, on_epoch_end)
+
+
+def _run_model(run: ModelRun, out: Path, data_root, data, resume, progress, on_epoch_end) -> dict:
+    trainer, data = _start(run, out, run.build, data_root, data, progress, resume)
     train = Batches(data.train, run.batch_size, shuffle=True)
     val = Batches(data.val, 500) if len(data.val) else None
-    history = trainer.fit(train, val, resume=resume, on_epoch_end=on_epoch_end)
+    history = trainer.fit(train, val, on_epoch_end=on_epoch_end)
     last = history[-1] if history else {}
     metrics = {"kind": run.kind, **_common_metrics(run, trainer, history, data),
                **{k: v for k, v in last.items() if k.startswith(("train/", "val/"))}}
@@ -254,7 +315,7 @@ def _load(out, run_class, device):
         if not (out / name).is_file():
             raise FileNotFoundError(f"{out / name} not found: is {out} a run directory of the companion?")
     run = run_class.from_dict(json.loads((out / "config.json").read_text()))
-    state = torch.load(out / CHECKPOINT, map_location=device, weights_only=False)
+    state = read_checkpoint(out / CHECKPOINT, map_location=device)
     if state["signature"] != _signature(run):
         raise ValueError(f"{out / CHECKPOINT} does not match {out / 'config.json'}: the checkpoint was written by another run")
     model = (VAE(run.model) if run_class is VAERun else run.build()).to(device)
@@ -270,5 +331,6 @@ def load_run(out: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
     Raises:
         FileNotFoundError: if ``out`` has no ``config.json`` or no checkpoint.
         ValueError: if the checkpoint does not match ``config.json``.
+        CheckpointError: if the checkpoint cannot be read.
     """
     return _load(out, VAERun, device)

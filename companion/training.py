@@ -9,7 +9,9 @@ seeds, Adam, precision, one progress bar per run, the per-epoch history of train
 terms with wall times, and checkpoints after every epoch, so an interrupted run loses at most the
 epoch in progress and resumes to the same history (bit for bit on a CPU).
 
-Per step nothing is copied to the host: the terms are summed on the device and read once per epoch.
+Per step the trainer copies nothing to the host: the terms are summed on the device and read once per
+epoch. (A likelihood with bounded support reads one number back per step to check the data,
+``companion.likelihoods.set_validation``.)
 
 See: chapter "Training a VAE".
 """
@@ -29,10 +31,37 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["TrainConfig", "Trainer", "resolve_device", "evaluate", "seed_everything", "CHECKPOINT"]
+__all__ = ["TrainConfig", "Trainer", "CheckpointError", "read_checkpoint", "resolve_device", "evaluate",
+           "seed_everything", "CHECKPOINT"]
 
 CHECKPOINT = "checkpoint.pt"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be read (damaged, truncated, or not the companion's)."""
+
+
+def read_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
+    """``torch.load`` a checkpoint written by ``Trainer.save_checkpoint``.
+
+    Raises:
+        CheckpointError: if the file cannot be unpickled or lacks the trainer's entries; the message
+            names the file and how to start afresh.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:   # torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
+        reason = " ".join(str(error).split())[:200]
+        raise CheckpointError(
+            f"the checkpoint {path} cannot be read ({type(error).__name__}: {reason}); it is damaged or "
+            "incomplete. Start the run afresh with --no-resume (resume=False in Python), which replaces it, "
+            "or delete the file") from None
+    if not isinstance(state, dict) or not {"signature", "model", "history"} <= set(state):
+        raise CheckpointError(f"{path} is not a checkpoint of the companion's trainer (it lacks signature, model "
+                              "or history); use another run directory, or --no-resume to replace it")
+    return state
 
 
 @dataclass(frozen=True)
@@ -214,6 +243,7 @@ class Trainer:
         self.progress = progress
         self.history: list[dict] = []
         self.wall_time_s = 0.0
+        self._resumed: bool | None = None     # set by prepare()
 
     @classmethod
     def build(cls, make_model: Callable[[], nn.Module], config: TrainConfig = TrainConfig(), **kwargs) -> "Trainer":
@@ -249,16 +279,17 @@ class Trainer:
 
         Raises:
             ValueError: if the checkpoint was made with other settings (the differing keys are named).
+            CheckpointError: if the file cannot be read.
         """
         path = Path(path) if path else self.checkpoint_path
         if path is None or not path.is_file():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = read_checkpoint(path, map_location=self.device)
         if state["signature"] != self.signature:
             diff = _diff(state["signature"], self.signature)
             raise ValueError(
                 f"checkpoint {path} was made with other settings ({diff}); "
-                "use another run directory or delete the checkpoint to start afresh"
+                "use another run directory, or --no-resume (resume=False in Python) to start afresh in this one"
             )
         self.model.load_state_dict(state["model"])
         # Checkpoints written before models could own several optimizers hold one, under "optimizer".
@@ -298,6 +329,34 @@ class Trainer:
         self.optimizer.step()
         return loss, terms
 
+    def prepare(self, resume: bool = True) -> bool:
+        """Resume from ``run_dir``'s checkpoint, or write the initial one; returns whether it resumed.
+
+        Called by ``fit``; call it earlier to find out, before writing anything else into the run
+        directory, whether its checkpoint belongs to these settings (a refused resume changes no
+        file). Calling it again returns the first answer and does nothing.
+
+        Raises:
+            ValueError: if the checkpoint was made with other settings, or holds more epochs than
+                ``config.epochs`` (a shorter run must not silently report a longer one).
+            CheckpointError: if it cannot be read.
+        """
+        if self._resumed is not None:
+            return self._resumed
+        resumed = False
+        if self.run_dir is not None:
+            resumed = resume and self.load_checkpoint()
+            if resumed and len(self.history) > self.config.epochs:
+                raise ValueError(
+                    f"{self.checkpoint_path} already holds {len(self.history)} epochs, more than the "
+                    f"{self.config.epochs} asked for; ask for {len(self.history)} or more to continue that run, or "
+                    "start afresh with --no-resume (resume=False in Python) or in another directory")
+            if not resumed:
+                self.save_checkpoint()   # the initial state: even a run stopped in epoch 1 can be loaded
+            _write_json(self.run_dir / "train_signature.json", self.signature)
+        self._resumed = resumed
+        return resumed
+
     def fit(self, train: Iterable, val: Iterable | None = None, *, resume: bool = True,
             on_epoch_end: Callable[["Trainer", int], None] | None = None) -> list[dict]:
         """Train for ``config.epochs`` epochs (continuing from a checkpoint in ``run_dir`` when ``resume``).
@@ -305,19 +364,17 @@ class Trainer:
         Arguments:
             train: re-iterable batches (e.g. ``companion.data.Batches`` with ``shuffle=True``).
             val: optional batches evaluated after each epoch with ``evaluate`` (fixed seed).
-            resume: continue from ``run_dir/checkpoint.pt`` if it exists.
+            resume: continue from ``run_dir/checkpoint.pt`` if it exists (passed to ``prepare``; once
+                ``prepare`` has run, its decision stands).
             on_epoch_end: called as ``f(trainer, epoch)`` after each epoch's checkpoint is written.
         Returns:
             The history: one dict per epoch with ``epoch``, ``train/<term>``, ``val/<term>``,
             ``time_s`` (this epoch) and ``wall_time_s`` (cumulative).
         Raises:
             FloatingPointError: if the training loss of an epoch is not finite.
+            ValueError, CheckpointError: from ``prepare``.
         """
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not (resume and self.load_checkpoint()):
-                self.save_checkpoint()  # the initial state: even a run stopped in epoch 1 can be loaded
-            _write_json(self.run_dir / "train_signature.json", self.signature)
+        self.prepare(resume)
         start = len(self.history)
         steps = len(train) if hasattr(train, "__len__") else None
         bar = tqdm(total=steps * self.config.epochs if steps else None, initial=steps * start if steps else 0,

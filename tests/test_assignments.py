@@ -199,3 +199,81 @@ def test_student_book_has_no_solutions_in_html_notebooks_or_binder(tmp_path):
             text = page.read_text(errors="ignore")
             leaked = [line for line in lines if line in text]
             assert not leaked, f"{page.relative_to(out)} shows solution lines of {path.name}: {leaked[:3]}"
+
+
+def test_grade_command_exits_nonzero_when_a_check_fails(tmp_path, capsys):
+    """An instructor's script tests the exit status: 0 only when every check passes."""
+    from companion.cli import main
+
+    path = _toy(tmp_path, "assert double(1) == 2")
+    assignments.build(out=tmp_path / "out", book=tmp_path, log=lambda *_: None, verify=False)
+    autograder = str(tmp_path / "out" / "autograder" / path.name)
+    student = tmp_path / "out" / "student" / path.name
+    assert main(["assignments", "grade", str(student), "--autograder", autograder]) == 1
+    assert "score: 0 / 3" in capsys.readouterr().out
+    nb = nbformat.read(student, as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = "def double(x):\n    return x + x\n"
+    nbformat.write(nb, str(tmp_path / "right.ipynb"))
+    assert main(["assignments", "grade", str(tmp_path / "right.ipynb"), "--autograder", autograder]) == 0
+    assert "score: 3 / 3" in capsys.readouterr().out
+
+
+def _nbgrader(course, *args):
+    import subprocess
+    import sys
+
+    import os
+    from pathlib import Path
+
+    # nbgrader runs alembic, a command of the environment's bin folder, which need not be on PATH
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args, "--force"], cwd=course, capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_nbgrader_with_the_shipped_config_removes_worked_solutions_and_grades(tmp_path):
+    """nbgrader itself, with the repository's nbgrader_config.py: generate_assignment leaves none of the
+    worked solutions (cells tagged 'solution', which nbgrader alone keeps), and autograde gives the
+    reference solution full marks and the unmodified release none."""
+    import shutil
+
+    from companion.paths import REPO
+
+    chapter = next(p for p in WITH_EXERCISES if p.stem.startswith("02_"))
+    course = tmp_path / "course"
+    (course / "source" / "ch").mkdir(parents=True)
+    shutil.copy(chapter, course / "source" / "ch" / chapter.name)
+    (course / "nbgrader_config.py").write_text((REPO / "nbgrader_config.py").read_text()
+                                               + '\nc.CourseDirectory.course_id = "test"\n')
+    _nbgrader(course, "generate_assignment", "ch")
+    release = nbformat.read(course / "release" / "ch" / chapter.name, as_version=4)
+    source = nbformat.read(chapter, as_version=4)
+    worked = [c.source for c in source.cells if "solution" in c.metadata.get("tags", [])]
+    assert worked and not [c for c in release.cells if c.source in worked or "{solution}" in c.source]
+    public = _public_text()
+    secret = {line for line in _secrets(chapter)[0] if line not in public}
+    shown = _student_text(course / "release" / "ch" / chapter.name)
+    assert secret and not [line for line in secret if line in shown]
+
+    reference = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
+                 if c.metadata.get("nbgrader", {}).get("solution")}
+    right = nbformat.read(course / "release" / "ch" / chapter.name, as_version=4)
+    for cell in right.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            cell.source = "\n".join(line for line in reference[meta["grade_id"]].splitlines() if "SOLUTION" not in line)
+    for student, nb in (("reference", right), ("stub", release)):
+        (course / "submitted" / student / "ch").mkdir(parents=True)
+        nbformat.write(nb, str(course / "submitted" / student / "ch" / chapter.name))
+    _nbgrader(course, "autograde", "ch")
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        scores = {s: (gradebook.find_submission("ch", s).score, gradebook.find_submission("ch", s).max_score)
+                  for s in ("reference", "stub")}
+    points = sum(assignments.parse(chapter).checks.values())
+    assert scores == {"reference": (points, points), "stub": (0.0, points)}

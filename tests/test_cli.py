@@ -1,6 +1,7 @@
 """The command line and run directories, on real MNIST."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ def test_train_vae_improves_the_test_elbo(data_root, tmp_path, capsys):
                    "--data-root", str(data_root), "--no-progress", "--device", "cpu"])
     assert status == 0
     printed = capsys.readouterr().out
-    assert "test ELBO" in printed
+    assert "test ELBO" in printed and " 1 epoch on " in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_elbo"] == pytest.approx(metrics["test_reconstruction"] - metrics["test_kl"], abs=1e-3)
     for name in ("config.json", "history.json", "checkpoint.pt", "samples.png", "reconstructions.png"):
@@ -59,6 +60,14 @@ def test_help_lists_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--device", "--batch-size", "--seed", "--beta", "--likelihood", "--latent-dim", "--epochs", "--out"):
         assert option in text
+    # the store_false switches and --out used to read "(default: True)" and "(default: None)", the
+    # opposite of what they do; every option says what it is for
+    assert "(default: True)" not in text and "(default: None)" not in text
+    lines = text[text.index("options:"):].splitlines()[1:]
+    for i, line in enumerate(lines):          # an option without help is followed by the next option at once
+        if line.startswith("  -"):
+            described = re.match(r"  -\S.*?\s{2,}\S", line) or (i + 1 < len(lines) and lines[i + 1].startswith(" " * 8))
+            assert described, f"no help for {line.strip()}"
 
 
 def test_load_run_refuses_a_mismatched_checkpoint(data_root, tmp_path):
@@ -92,7 +101,7 @@ def test_reproduce_writes_results_with_provenance(data_root, tmp_path, capsys):
     status = main(["reproduce", "vae-mlp-mnist-z2", "--results", str(tmp_path), "--epochs", "1", "--iwae-k", "3",
                    "--device", "cpu", "--data-root", str(data_root), "--no-progress"])
     assert status == 0 and "bits/dim" in capsys.readouterr().out
-    recorded = load_results("vae-mlp-mnist-z2", tmp_path)
+    recorded = load_results("vae-mlp-mnist-z2", tmp_path, registered_only=False)
     m = recorded["metrics"]
     for key in ("dataset", "model", "test_elbo", "test_nll_nats", "iwae_k", "test_bits_per_dim", "device", "wall_time_s",
                 "commit", "torch", "iwae_peak_memory_mb", "train_nll_nats_first"):
@@ -115,7 +124,7 @@ def test_reproduce_part_three_run_scores_samples_and_latent_usage(data_root, tmp
                    "--device", "cpu", "--data-root", str(data_root), "--no-progress"])
     out = capsys.readouterr().out
     assert status == 0 and "classifier Frechet distance" in out and "beta16" not in out
-    m = load_results("sweep-continuous-bernoulli-beta1", tmp_path)["metrics"]
+    m = load_results("sweep-continuous-bernoulli-beta1", tmp_path, registered_only=False)["metrics"]
     assert "test_nll_nats" not in m and m["iwae_k"] == 0 and m["likelihood"] == "continuous-bernoulli"
     assert m["frechet_mean"] > 0 and m["frechet_params"] > 0 and m["frechet_samples"] == 10_000
     assert len(m["kl_per_dim"]) == 20 and sum(m["kl_per_dim"]) == pytest.approx(m["test_kl"], rel=0.05)
@@ -141,7 +150,7 @@ def test_reproduce_part_four_gan_writes_samples_interpolation_and_frechet(data_r
     status = main(["reproduce", "h2h-gan-mnist", "--results", str(tmp_path), "--epochs", "1", "--device", "cpu",
                    "--data-root", str(data_root), "--no-progress"])
     assert status == 0 and "classifier Frechet distance of the samples" in capsys.readouterr().out
-    m = load_results("h2h-gan-mnist", tmp_path)["metrics"]
+    m = load_results("h2h-gan-mnist", tmp_path, registered_only=False)["metrics"]
     assert m["kind"] == "gan" and m["frechet"] > 0 and m["parameters"] == 2_043_537 and m["registered"] is False
     for name in ("samples.png", "interpolation.png", "samples_epoch_001.png"):
         assert (tmp_path / "h2h-gan-mnist" / name).is_file(), name
@@ -187,7 +196,7 @@ def test_head_to_head_reads_the_recorded_rows(tmp_path):
     """The chapter's table comes from metrics.json: the GAN row has no likelihood, the flow's is exact."""
     from companion.reproduce import head_to_head
 
-    common = {"parameters": 10, "wall_time_s": 60.0, "epochs": 2, "device": "cpu", "commit": "abc"}
+    common = {"parameters": 10, "wall_time_s": 60.0, "epochs": 2, "device": "cpu", "commit": "abc", "registered": True}
     recorded = {"h2h-vae-mnist": {"model": "vae", "test_nll_nats": 700.0, "test_bits_per_dim": 1.29, "iwae_k": 100,
                                   "frechet_mean": 300.0},
                 "h2h-gan-mnist": {"kind": "gan", "model": "gan", "frechet": 100.0},
@@ -202,3 +211,204 @@ def test_head_to_head_reads_the_recorded_rows(tmp_path):
     assert rows["flow"]["bits_per_dim"] == 1.1 and rows["flow"]["nll_method"].startswith("exact")
     (tmp_path / "h2h-gan-mnist" / "metrics.json").unlink()
     assert [r["family"] for r in head_to_head(tmp_path)] == ["VAE", "flow"]
+
+
+# -- faults that lose or falsify results, and errors a person can act on ----------------------------------------
+
+def _train(out, data_root, *extra):
+    return main(["train", "vae", "--latent-dim", "3", "--hidden", "16", "--out", str(out), "--data-root", str(data_root),
+                 "--no-progress", "--device", "cpu", *extra])
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".lock")}
+
+
+@pytest.fixture
+def recorded_results(tmp_path, monkeypatch):
+    """A copy of book/results/vae-mlp-mnist-z2 standing in for book/results, so that a regression
+    writes into the copy, never into the repository's recorded results."""
+    import shutil
+
+    from companion import paths, reproduce
+    from companion.paths import RESULTS
+
+    fake = tmp_path / "book-results"
+    shutil.copytree(RESULTS / "vae-mlp-mnist-z2", fake / "vae-mlp-mnist-z2")
+    for module in (paths, reproduce):
+        monkeypatch.setattr(module, "RESULTS", fake)
+    return fake
+
+
+def test_smoke_runs_never_write_into_book_results(data_root, tmp_path, monkeypatch, capsys, recorded_results):
+    """`reproduce NAME --epochs 1` used to overwrite the recorded run in book/results (146.39 nats became
+    172.50 for vae-mlp-mnist-z2); and --epochs 0 silently meant the full registered run."""
+    from companion.reproduce import UnregisteredResultError, load_results
+
+    recorded = recorded_results / "vae-mlp-mnist-z2"
+    before = _snapshot(recorded)
+    monkeypatch.chdir(tmp_path)
+    smoke = ["--device", "cpu", "--data-root", str(data_root), "--no-progress"]
+    assert main(["reproduce", "vae-mlp-mnist-z2", "--epochs", "1", "--iwae-k", "2", *smoke]) == 0
+    assert main(["reproduce", "vae-mlp-mnist-z2", "--epochs", "0", "--iwae-k", "2", *smoke]) == 0
+    out = capsys.readouterr().out
+    assert "0 epochs on" in out and "not registered" in out
+    assert _snapshot(recorded) == before and not (recorded_results / "vae-mlp-mnist-z2.partial").exists()
+    smoke_dir = tmp_path / "runs" / "reproduce" / "vae-mlp-mnist-z2"
+    metrics = json.loads((smoke_dir / "metrics.json").read_text())
+    # zero epochs even after a 1-epoch smoke run in the same folder: the untrained model is evaluated
+    assert metrics["epochs"] == 0 and metrics["registered"] is False and metrics["iwae_k"] == 2
+    assert metrics["command"].endswith("--epochs 0 --iwae-k 2") and metrics["test_elbo"] < -500
+    with pytest.raises(UnregisteredResultError, match="not the registered run"):     # what a chapter would get
+        load_results("vae-mlp-mnist-z2", tmp_path / "runs" / "reproduce")
+    assert main(["reproduce", "vae-mlp-mnist-z2", "--epochs", "1", "--results", str(recorded_results), *smoke]) == 2
+    assert "never written into" in capsys.readouterr().err
+    assert _snapshot(recorded) == before
+    assert main(["train", "vae", "--epochs", "0", "--out", str(recorded_results / "mine"), *smoke]) == 2
+    assert "written only by `python -m companion reproduce`" in capsys.readouterr().err
+
+
+def test_an_interrupted_reproduce_that_cannot_resume_names_the_folder(data_root, tmp_path, capsys):
+    partial = tmp_path / "vae-mlp-mnist-z2.partial"
+    partial.mkdir()
+    (partial / "checkpoint.pt").write_bytes(b"damaged")
+    assert main(["reproduce", "vae-mlp-mnist-z2", "--epochs", "1", "--results", str(tmp_path), "--device", "cpu",
+                 "--data-root", str(data_root), "--no-progress"]) == 2
+    assert f"delete the folder {partial}" in capsys.readouterr().err
+    assert (partial / "checkpoint.pt").read_bytes() == b"damaged"
+
+
+def test_a_reproduced_run_replaces_its_folder_whole(data_root, tmp_path, capsys):
+    """The run trains in NAME.partial and replaces NAME only when finished: no stale figure survives."""
+    root = tmp_path / "results"
+    stale = root / "vae-mlp-mnist-z2" / "samples_epoch_050.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an old figure")
+    assert main(["reproduce", "vae-mlp-mnist-z2", "--epochs", "1", "--iwae-k", "1", "--results", str(root),
+                 "--device", "cpu", "--data-root", str(data_root), "--no-progress"]) == 0
+    names = sorted(p.name for p in (root / "vae-mlp-mnist-z2").iterdir())
+    assert "samples_epoch_050.png" not in names and "samples_epoch_001.png" in names and ".lock" not in names
+    assert sorted(p.name for p in root.iterdir()) == [".vae-mlp-mnist-z2.lock", "vae-mlp-mnist-z2"]   # no .partial
+
+
+def test_a_refused_resume_changes_nothing(data_root, tmp_path, capsys):
+    """config.json used to be written before the checkpoint was compared, leaving a run load_run refused."""
+    from companion.runs import load_run
+
+    out = tmp_path / "run"
+    assert _train(out, data_root, "--epochs", "0") == 0
+    before = _snapshot(out)
+    assert _train(out, data_root, "--epochs", "0", "--latent-dim", "4") == 2
+    assert "other settings (model.latent_dim: checkpoint 3, now 4)" in capsys.readouterr().err
+    assert _snapshot(out) == before
+    assert load_run(out)[1].model.latent_dim == 3
+
+
+def test_a_second_process_cannot_train_into_a_run_directory_in_use(data_root, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom companion.runs import run_lock\n"
+                               "with run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)", str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert _train(out, data_root, "--epochs", "0") == 1
+        err = capsys.readouterr().err
+        assert f"{out} is in use by process {holder.pid}" in err and f"-c {out}" in err    # its command line
+        assert not (out / "config.json").exists() and not (out / "checkpoint.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _train(out, data_root, "--epochs", "0") == 0                # the lock died with its process
+
+
+def test_diverged_training_is_one_message_and_a_nonzero_exit(data_root, tmp_path, capsys):
+    assert _train(tmp_path / "run", data_root, "--epochs", "1", "--lr", "1e5") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: training diverged: the training loss of epoch 1 is nan") and "Traceback" not in err
+
+
+def test_a_damaged_checkpoint_is_named_with_the_way_out(data_root, tmp_path, capsys):
+    from companion.runs import load_run
+    from companion.training import CheckpointError
+
+    out = tmp_path / "run"
+    assert _train(out, data_root, "--epochs", "0") == 0
+    (out / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert _train(out, data_root, "--epochs", "0") == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'checkpoint.pt'} cannot be read" in err and "--no-resume" in err
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_run(out)
+    assert _train(out, data_root, "--epochs", "0", "--no-resume") == 0
+    assert load_run(out)[1].model.latent_dim == 3
+
+
+def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(data_root, tmp_path, monkeypatch, capsys):
+    from companion.runs import load_run
+    from companion.training import Trainer
+
+    step, calls = Trainer.step, {"n": 0}
+
+    def interrupted_in_epoch_two(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 400:                                          # 391 steps per epoch
+            raise KeyboardInterrupt
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "step", interrupted_in_epoch_two)
+    out = tmp_path / "run"
+    try:
+        status = _train(out, data_root, "--epochs", "2")
+    except KeyboardInterrupt:
+        pytest.fail("the KeyboardInterrupt escaped main() as a traceback")
+    assert status == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+    assert len(load_run(out)[2]) == 1                                   # epoch 1 was kept
+    monkeypatch.setattr(Trainer, "step", step)
+    assert _train(out, data_root, "--epochs", "2") == 0
+    assert [r["epoch"] for r in load_run(out)[2]] == [1, 2]
+
+
+def test_sigma_with_a_likelihood_that_has_none(data_root, tmp_path, capsys):
+    assert _train(tmp_path / "run", data_root, "--likelihood", "bernoulli", "--sigma", "0.1") == 2
+    assert "sigma is an option of: gaussian, gaussian-learned, gaussian-pixel" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_with_epochs_left_removes_the_earlier_finish(data_root, tmp_path, monkeypatch):
+    """metrics.json of a 1-epoch finish must not stand beside a checkpoint that has trained further."""
+    from companion.training import Trainer
+
+    out = tmp_path / "run"
+    assert _train(out, data_root, "--epochs", "1") == 0 and (out / "metrics.json").is_file()
+
+    def interrupted(self, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "step", interrupted)
+    try:
+        assert _train(out, data_root, "--epochs", "2") == 130
+    except KeyboardInterrupt:
+        pytest.fail("the KeyboardInterrupt escaped main() as a traceback")
+    assert not (out / "metrics.json").exists() and not (out / "samples.png").exists()
+
+
+def test_fewer_epochs_than_the_checkpoint_holds_are_refused(data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, data_root, "--epochs", "1") == 0
+    before = _snapshot(out)
+    assert _train(out, data_root, "--epochs", "0") == 2
+    assert "already holds 1 epochs, more than the 0 asked for" in capsys.readouterr().err
+    assert _snapshot(out) == before
+
+
+def test_results_without_a_checkpoint_are_not_deleted(data_root, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "manifold.png").write_bytes(b"the user's own figure")
+    assert _train(out, data_root, "--epochs", "0") == 2
+    assert "holds the results of a run (manifold.png" in capsys.readouterr().err
+    assert (out / "manifold.png").read_bytes() == b"the user's own figure" and not (out / "checkpoint.pt").exists()

@@ -6,7 +6,8 @@ import shutil
 import pytest
 import torch
 
-from companion.data import Batches, DataNotFoundError, cache_dir, load_dataset, locate, to_float
+from companion.data import (Batches, CorruptDataError, DataNotFoundError, cache_dir, check_uint8_images, idx_problem,
+                            load_dataset, locate, to_float)
 
 
 def test_gz_only_mirror_is_found_and_extracted_into_the_cache(data_root, tmp_path, monkeypatch):
@@ -135,3 +136,93 @@ def test_bad_batches_input():
 def test_cache_dir_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("COMPANION_CACHE", str(tmp_path))
     assert cache_dir() == tmp_path
+
+
+# -- faults: an interrupted extraction, a damaged cache, a truncated archive, wrongly scaled images ----------
+
+
+def _mirror(data_root, tmp_path):
+    """A writable copy of the MNIST .gz mirror."""
+    raw = tmp_path / "mirror" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (data_root / "MNIST" / "raw").iterdir():
+        shutil.copy(f, raw / f.name)
+    return tmp_path / "mirror"
+
+
+def test_interrupted_extraction_leaves_nothing_that_looks_usable(data_root, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of decompressing: no file is left under the final name, and the next call
+    extracts again (before, a 0-byte file stayed and every later call said 'found')."""
+    import gzip
+
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+
+    def interrupted(self, *args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(gzip.GzipFile, "read", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            locate("mnist", data_root, download=False)
+    raw = tmp_path / "cache" / "MNIST" / "raw"
+    assert [p.name for p in raw.iterdir()] == []               # no partial file, no temporary file
+    assert locate("mnist", data_root, download=False).root == tmp_path / "cache"
+    assert load_dataset("mnist", data_root, val_size=0).test.shape == (10_000, 1, 28, 28)
+
+
+def test_damaged_cache_file_is_extracted_again(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    locate("mnist", data_root, download=False)
+    target = tmp_path / "cache" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    target.write_bytes(b"")                                     # what an interrupted old extraction left
+    assert "0 bytes" in idx_problem(target)
+    found = locate("mnist", data_root, download=False)
+    assert "extracted" in found.source and idx_problem(target) is None
+    assert load_dataset("mnist", data_root).train.shape == (50_000, 1, 28, 28)
+
+
+def test_damaged_cache_without_a_source_is_reported_and_removed(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("COMPANION_DATA", raising=False)
+    locate("mnist", data_root, download=False)
+    target = tmp_path / "cache" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    target.write_bytes(target.read_bytes()[:-10])               # truncated
+    with pytest.raises(DataNotFoundError, match=r"damaged: .*t10k-labels-idx1-ubyte is 9,998 bytes, expected 10,008"):
+        locate("mnist", download=False)
+    assert not target.exists()                                  # so that a download or an extraction can replace it
+
+
+def test_truncated_archive_names_the_file_and_leaves_the_cache_clean(data_root, tmp_path, monkeypatch, capsys):
+    from companion.cli import main
+
+    monkeypatch.setenv("COMPANION_CACHE", str(tmp_path / "cache"))
+    mirror = _mirror(data_root, tmp_path)
+    archive = mirror / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(CorruptDataError, match=f"{archive}.*damaged.*complete copy"):
+        locate("mnist", mirror, download=False)
+    assert not (tmp_path / "cache" / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+    assert [p.name for p in (tmp_path / "cache" / "MNIST" / "raw").glob(".*")] == []
+    assert main(["data", "--data-root", str(mirror), "--dataset", "mnist", "--no-download"]) == 1
+    assert "mnist: DAMAGED" in capsys.readouterr().out
+    shutil.copy(data_root / "MNIST" / "raw" / archive.name, archive)      # the mirror repaired: works again
+    assert locate("mnist", mirror, download=False).root == tmp_path / "cache"
+
+
+def test_uint8_images_that_are_already_zero_one_are_refused(mnist):
+    binary = (mnist.test[:100] > 127).to(torch.uint8)           # 0/1 stored as uint8: to_float would make them 0..1/255
+    with pytest.raises(ValueError, match="only 0s and 1s"):
+        Batches(binary, 10)
+    with pytest.raises(ValueError, match="only 0s and 1s"):
+        check_uint8_images(binary)
+    Batches(binary * 255, 10)                                    # the same images as grey levels are fine
+    with pytest.raises(TypeError, match="uint8"):
+        check_uint8_images(binary.float())
+
+
+def test_to_float_gives_the_requested_dtype(mnist):
+    x = to_float(mnist.test[:4], dtype=torch.float64)
+    assert x.dtype == torch.float64 and torch.equal(x, mnist.test[:4].double() / 255)
+    assert next(iter(Batches(mnist.test[:4], 4, dtype=torch.float64))).dtype == torch.float64
+    with pytest.raises(TypeError, match="floating"):
+        to_float(mnist.test[:4], dtype=torch.int64)

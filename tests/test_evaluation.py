@@ -155,3 +155,61 @@ def test_latent_usage_counts_a_dead_dimension_and_sums_to_the_kl():
     assert usage["activity"][0] < 1e-10 and usage["active_units"] == sum(a > 0.01 for a in usage["activity"]) < 3
     kl = evaluate_elbo(model, images, binarize=False)["kl"]
     assert sum(usage["kl_per_dim"]) == pytest.approx(kl, rel=1e-5)
+
+
+def test_evaluation_refuses_uint8_images_that_hold_only_zeros_and_ones():
+    """Already binarised images stored as uint8 0/1 became nearly black after to_float's division by
+    255 and were scored far too well; they are refused with a message that says what was expected."""
+    from companion.evaluation import evaluate_elbo, evaluate_nll, latent_usage
+
+    model = VAE(VAEConfig(latent_dim=2, hidden=(8,))).eval()
+    binary = (torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.8).to(torch.uint8)
+    for evaluate in (lambda x: evaluate_nll(model, x, k=2), lambda x: latent_usage(model, x),
+                     lambda x: evaluate_elbo(model, x)):
+        with pytest.raises(ValueError, match="only 0s and 1s.*0..255"):
+            evaluate(binary)
+        evaluate(binary * 255)                                     # the same images as grey levels work
+
+
+def test_empty_sets_and_integer_images_give_clear_errors(model_2d):
+    from companion.evaluation import evaluate_elbo, evaluate_nll, latent_usage
+
+    empty = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="empty"):
+        evaluate_nll(model_2d, empty, k=2)
+    with pytest.raises(ValueError, match="no batches"):
+        evaluate_elbo(model_2d, empty)
+    with pytest.raises(ValueError, match="at least two images"):
+        latent_usage(model_2d, empty)
+    with pytest.raises(TypeError, match="to_float"):
+        evaluation.iwae_bound(model_2d, torch.zeros(2, 1, 28, 28, dtype=torch.uint8), 5)
+
+
+def test_a_float64_model_is_evaluated_in_float64():
+    """to_float used to return float32 whatever the model, so a model converted with .double() failed
+    deep inside torch; now every evaluation follows the model's dtype."""
+    from companion.evaluation import evaluate_elbo, evaluate_nll, latent_usage, linear_gaussian_vae
+
+    # The linear Gaussian VAE with its exact posterior: every importance weight is p(x), so the IWAE
+    # estimate equals the exact log-evidence for any k, here on images read from uint8.
+    model, _, _ = linear_gaussian_vae()
+    images = torch.tensor([[0, 255, 128, 40], [200, 10, 99, 7]], dtype=torch.uint8).view(2, 1, 2, 2)
+    x = images.double().view(2, 4) / 255
+    w = model.decoder.net[0].weight
+    exact = torch.distributions.MultivariateNormal(model.decoder.net[0].bias, w @ w.T + 0.25 * torch.eye(4,
+                                                   dtype=torch.float64)).log_prob(x)
+    result = evaluate_nll(model, images, k=3, binarize=False)
+    assert result.log_px.dtype == torch.float64
+    torch.testing.assert_close(result.log_px, exact.detach(), rtol=1e-12, atol=1e-12)
+    # the deterministic parts (the encoder's KL) agree with the same network in float32
+    torch.manual_seed(0)
+    model32 = VAE(VAEConfig(latent_dim=2, hidden=(16,))).eval()
+    model64 = VAE(model32.config).double().eval()
+    model64.load_state_dict(model32.state_dict())
+    digits = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    kl32, kl64 = (evaluate_elbo(m, digits, binarize=False)["kl"] for m in (model32, model64))
+    assert kl64 == pytest.approx(kl32, rel=1e-5)
+    assert latent_usage(model64, digits, binarize=False)["kl_per_dim"] == pytest.approx(
+        latent_usage(model32, digits, binarize=False)["kl_per_dim"], rel=1e-5)
+    with pytest.raises(TypeError, match="float32 but the model's weights are torch.float64"):
+        model64.loss(torch.rand(2, 1, 28, 28))

@@ -10,7 +10,7 @@ import torch
 
 from companion.data import load_dataset
 from companion.frechet import accuracy, classifier_frechet_distance, frechet_distance, load_classifier
-from companion.reproduce import RESULTS
+from companion.paths import RESULTS
 
 
 def _random_gaussian(rng, dim):
@@ -34,6 +34,27 @@ def test_frechet_distance_rejects_mismatched_shapes():
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(2), np.eye(2))
     with pytest.raises(ValueError, match="not symmetric"):
         frechet_distance(np.zeros(2), np.array([[1.0, 0.5], [0.0, 1.0]]), np.zeros(2), np.eye(2))
+
+
+def test_frechet_distance_checks_its_covariances():
+    """A NaN covariance was called "not symmetric" and a negative-definite one gave 0.0; float32
+    statistics symmetric to rounding (2e-8) were refused, where pytorch-fid accepts them."""
+    with pytest.raises(ValueError, match="cov1 contains NaN"):
+        frechet_distance(np.zeros(2), np.array([[1.0, np.nan], [np.nan, 1.0]]), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="mu2 contains NaN"):
+        frechet_distance(np.zeros(2), np.eye(2), np.array([0.0, np.inf]), np.eye(2))
+    with pytest.raises(ValueError, match="cov2 is not positive semi-definite: its smallest eigenvalue is -3"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), -np.diag([1.0, 3.0]))
+    with pytest.raises(ValueError, match="cov1 is not positive semi-definite"):
+        frechet_distance(np.zeros(2), np.array([[1.0, 2.0], [2.0, 1.0]]), np.zeros(2), np.eye(2))   # eigenvalues 3, -1
+    rng = np.random.default_rng(1)
+    (m1, s1), (m2, s2) = _random_gaussian(rng, 8), _random_gaussian(rng, 8)
+    s1_32 = s1.astype(np.float32)
+    s1_32[0, 1] += 2e-8 * np.abs(s1_32).max()                       # symmetric only to float32 rounding
+    reference = frechet_distance(m1, s1, m2, s2)
+    assert frechet_distance(m1.astype(np.float32), s1_32, m2, s2) == pytest.approx(reference, rel=1e-5)
+    singular = np.diag([2.0, 1.0, 0.0])                               # dead features: PSD, not definite
+    assert frechet_distance(np.zeros(3), singular, np.zeros(3), singular) == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..divergences import gaussian_kl_per_dim
-from ..likelihoods import Likelihood, make_likelihood
+from ..likelihoods import Likelihood, check_likelihood_options, make_likelihood
 
 __all__ = ["VAEConfig", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "VAE", "reparameterize",
            "ARCHITECTURES", "REDUCTIONS"]
@@ -78,6 +78,7 @@ class VAEConfig:
         object.__setattr__(self, "hidden", tuple(self.hidden))
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        check_likelihood_options(self.likelihood, self.likelihood_options)
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden widths must be >= 1, got {self.hidden}")
         if not (math.isfinite(self.beta) and self.beta >= 0):
@@ -211,7 +212,9 @@ class VAE(nn.Module):
         config: a ``VAEConfig``; ``VAE(VAEConfig(latent_dim=2))``.
         likelihood: optional ready-made likelihood (otherwise built from the config).
     Raises:
-        ValueError: from the config, or when data of the wrong shape reaches ``encode``/``loss``.
+        ValueError: from the config, or when data of the wrong shape, or outside the likelihood's
+            support, reaches ``encode``/``loss``.
+        TypeError: for integer images, or images of another dtype than the weights.
     """
 
     def __init__(self, config: VAEConfig = VAEConfig(), likelihood: Likelihood | None = None):
@@ -230,11 +233,20 @@ class VAE(nn.Module):
         return self.config.latent_dim
 
     def _check_input(self, x: Tensor) -> None:
+        """Raise ValueError for a batch of the wrong shape, TypeError for integer images or images whose
+        dtype is not the weights' (values outside the likelihood's support are refused by it)."""
         if x.dim() != 1 + len(self.config.image_shape) or tuple(x.shape[1:]) != self.config.image_shape:
             raise ValueError(
                 f"expected a batch of images of shape (B, {', '.join(map(str, self.config.image_shape))}), "
                 f"got {tuple(x.shape)}"
             )
+        if not torch.is_floating_point(x):
+            raise TypeError(f"expected float images in [0, 1], got {x.dtype}; convert uint8 images with "
+                            "companion.data.to_float (which divides by 255 and can binarise)")
+        dtype = next(self.parameters()).dtype
+        if x.dtype != dtype:
+            raise TypeError(f"the images are {x.dtype} but the model's weights are {dtype}; convert one to the "
+                            f"other (x.to({dtype}) or model.to({x.dtype}))")
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior parameters: x (B, C, H, W) -> mu (B, Z), logvar (B, Z)."""
