@@ -19,7 +19,8 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from .divergences import gaussian_kl
 
-__all__ = ["CheckFailed", "check_gaussian_kl", "check_kl_full_covariance", "check_elbo_estimator", "check_entropy",
+__all__ = ["CheckFailed", "check_gaussian_kl", "check_kl_full_covariance", "check_elbo_estimator", "check_negative_elbo",
+           "check_entropy",
            "check_laplace_nll", "check_linear_gaussian_elbo",
            "check_score_function_estimator", "check_log_mean_exp", "check_pca",
            "check_importance_weights", "check_equivalent_sigma", "check_cb_log_normalizer", "check_frechet_distance",
@@ -153,7 +154,7 @@ def check_score_function_estimator(fn: Callable[..., Tensor]) -> None:
         if abs(mean[i] - exact[i]) > 5 * stderr[i]:
             raise CheckFailed(f"{name}: the average of 4000 estimates of {label} is {mean[i]:.3f}, but the exact "
                               f"gradient is {exact[i]:.3f} (standard error {stderr[i]:.3f}); check the score "
-                              "d/dtheta log N(z; mu, sigma^2)")
+                              "d/dphi log N(z; mu, sigma^2), phi = (mu, sigma)")
 
 
 def check_log_mean_exp(fn: Callable[[Tensor, int], Tensor]) -> None:
@@ -304,6 +305,73 @@ def check_elbo_estimator(fn: Callable, model, x: Tensor, seeds: int = 20) -> Non
         raise CheckFailed(f"{name} with k = 64: batch-mean ELBO {many.mean():.2f} nats, but the ELBO is "
                           f"{reference.mean():.2f} (gap {gap:+.2f}); is the KL subtracted once per image, and are "
                           "the k log-likelihoods averaged (not summed)?")
+
+
+def _negative_elbo_reference(model, x: Tensor, eps: Tensor) -> Tensor:
+    """The batch mean of -ELBO for given noise, from torch.distributions (not the companion's own code)."""
+    from torch.distributions import Bernoulli, Normal
+
+    mu, logvar = model.encode(x)
+    std = torch.exp(0.5 * logvar)
+    z = mu + std * eps
+    logits = model.decode(z)[:, 0]
+    reconstruction = Bernoulli(logits=logits).log_prob(x).flatten(1).sum(1)
+    kl = kl_divergence(Normal(mu, std), Normal(torch.zeros_like(mu), torch.ones_like(std))).sum(1)
+    return -(reconstruction - kl).mean()
+
+
+def check_negative_elbo(fn: Callable, model, x: Tensor) -> None:
+    """Check ``fn(model, x, eps)``: the VAE's training loss, the batch mean of -ELBO, as a scalar tensor.
+
+    ``model`` is a VAE with a Bernoulli decoder, ``x`` a batch of binary images (B, 1, 28, 28) and
+    ``eps`` the standard normal noise (B, Z) of the reparameterization z = mu + exp(logvar / 2) * eps.
+    With the noise given, the loss is a deterministic function, compared (relative tolerance 1e-5)
+    with a reference built from ``torch.distributions`` (Bernoulli log-probabilities summed over the
+    pixels, the Gaussian KL from ``kl_divergence``) on three noise draws. The usual mistakes are named:
+    a missing KL, pixels averaged instead of summed, the standard deviation taken as exp(logvar),
+    the sign, the batch summed instead of averaged. Gradients must reach the encoder and the decoder.
+    Raises CheckFailed.
+    """
+    name = "your negative_elbo"
+    mu, _ = model.encode(x)
+    for seed in range(3):
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed)).to(mu)
+        with torch.no_grad():
+            got = _call(fn, name, model, x, eps)
+            expected = _negative_elbo_reference(model, x, eps)
+        if got.numel() != 1:
+            raise CheckFailed(f"{name} returned shape {tuple(got.shape)}; the loss is one number, the batch mean "
+                              "of -ELBO (use .mean() over the images)")
+        got = got.reshape(())
+        if torch.isclose(got.double(), expected.double(), rtol=1e-5, atol=1e-4):
+            continue
+        value = got.item()
+        with torch.no_grad():
+            m, logvar = model.encode(x)
+            z = m + torch.exp(0.5 * logvar) * eps
+            recon = torch.distributions.Bernoulli(logits=model.decode(z)[:, 0]).log_prob(x).flatten(1).sum(1)
+            kl = (expected + recon.mean()).item()
+        hints = [
+            (-recon.mean().item(), "the KL term is missing"),
+            (-expected.item(), "the sign is flipped: the loss is -ELBO"),
+            (expected.item() * len(x), "the batch is summed; average the per-image values"),
+            (-(recon / x[0].numel()).mean().item() + kl, "the pixels are averaged; the log-likelihood of an image "
+                                                          "is the sum over its pixels"),
+        ]
+        hint = next((text for target, text in hints if math.isclose(value, target, rel_tol=1e-6, abs_tol=1e-4)),
+                    "is z = mu + exp(logvar / 2) * eps, the reconstruction summed over pixels, and the KL of "
+                    "N(mu, exp(logvar)) from N(0, I) summed over latent dimensions?")
+        raise CheckFailed(f"{name} on noise draw {seed}: {value:.4f}, expected {expected.item():.4f}; {hint}")
+    model.zero_grad(set_to_none=True)
+    loss = _call(fn, name, model, x, torch.randn(mu.shape, generator=torch.Generator().manual_seed(9)).to(mu))
+    if not loss.requires_grad:
+        raise CheckFailed(f"{name}: the loss carries no gradient (was it computed under torch.no_grad or with .item()?)")
+    loss.backward()
+    for part in ("encoder", "decoder"):
+        grads = [p.grad for p in getattr(model, part).parameters()]
+        if any(g is None for g in grads) or all(g.abs().sum() == 0 for g in grads):
+            raise CheckFailed(f"{name}: no gradient reaches the {part}; z must be computed from mu and logvar")
+    model.zero_grad(set_to_none=True)
 
 
 def check_importance_weights(fn: Callable, model, x: Tensor, seeds: int = 20) -> None:

@@ -406,8 +406,9 @@ def check_uint8_images(images: Tensor, what: str = "images") -> None:
 def to_float(images: Tensor, binarize: bool = False, dtype: torch.dtype = torch.float32) -> Tensor:
     """uint8 images (B, ...) -> floats in [0, 1]; with ``binarize``, a Bernoulli draw per pixel.
 
-    Dynamic binarisation (a fresh draw each time an image is seen) is the standard protocol for
-    likelihoods on MNIST (Salakhutdinov & Murray, 2008; Burda et al., 2015). The draw uses torch's
+    Dynamic binarisation (a fresh draw each time an image is seen) is the protocol of the IWAE
+    results on MNIST (Burda et al., 2016) that chapter 9 compares with; Salakhutdinov & Murray
+    (2008) binarised MNIST stochastically once, keeping that single draw fixed. The draw uses torch's
     global generator on the images' device, so ``torch.manual_seed`` makes it reproducible.
 
     Arguments:

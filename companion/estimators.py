@@ -2,10 +2,10 @@
 
 Both are unbiased; they differ in variance. With S samples z_s = mu + sigma * eps_s:
 
-- score function (REINFORCE; Williams, 1992): f(z) * d/dtheta log N(z; mu, sigma^2), with
+- score function (REINFORCE; Williams, 1992): f(z) * d/dphi log N(z; mu, sigma^2), phi = (mu, sigma), with
   d/dmu log N = (z - mu) / sigma^2 and d/dsigma log N = ((z - mu)^2 - sigma^2) / sigma^3.
   Needs only values of f.
-- pathwise (reparameterization; Kingma & Welling, 2014; Rezende et al., 2014): d/dtheta f(mu + sigma eps)
+- pathwise (reparameterization; Kingma & Welling, 2014; Rezende et al., 2014): d/dphi f(mu + sigma eps)
   = f'(z) * (1, eps). Needs f to be differentiable; torch's autograd supplies f'.
 
 See: chapter "The reparameterization trick".

@@ -122,8 +122,8 @@ class Bernoulli(Likelihood):
     """Bernoulli pixels from logits: log p(x) = x * l - softplus(l), the negative binary cross-entropy.
 
     Computed with ``binary_cross_entropy_with_logits``, which never forms sigmoid(l) and so stays
-    finite for any logit (a sigmoid followed by log(.) underflows for logits beyond about +-17 in
-    float32). It is a proper likelihood for binary x; for grey-level x in (0, 1) it is not a density
+    finite for any logit (with a sigmoid followed by log(.), log(1 - sigmoid(l)) is -inf in float32 for logits above
+    about 17, where sigmoid(l) rounds to 1). It is a proper likelihood for binary x; for grey-level x in (0, 1) it is not a density
     (chapter "Bernoulli on grey pixels").
 
     See: Kingma & Welling (2014), appendix C.1.

@@ -73,7 +73,8 @@ from .runs import (ModelRun, VAERun, _device_name, _signature, git_commit, load_
 from .training import CHECKPOINT, CheckpointError, TrainConfig, _write_json, read_checkpoint, resolve_device
 
 __all__ = ["Experiment", "ClassifierExperiment", "REGISTRY", "HEAD_TO_HEAD", "head_to_head", "reproduce", "results_dir",
-           "load_results", "matching", "is_registered", "results_root", "UnregisteredResultError", "RESULTS"]
+           "load_results", "matching", "is_registered", "results_root", "UnregisteredResultError", "RESULTS",
+           "recorded_runs"]
 
 PARTIAL = ".partial"   # suffix of the folder a run is trained and evaluated in before it replaces NAME/
 
@@ -167,7 +168,7 @@ REGISTRY: dict[str, Experiment] = {
         "Evaluating a VAE", _binarised_run(50, (500, 500), 120), iwae_k=5000,
         curve_ks=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000), snapshot_epochs=(1, 10, 50, 120)),
     "vae-mlp-mnist-z20": Experiment(
-        "MLP VAE 784-400-20 (Kingma & Welling's network), binarised MNIST, 50 epochs; IWAE k = 1000",
+        "MLP VAE 784-400-20 (pytorch's examples/vae network), binarised MNIST, 50 epochs; IWAE k = 1000",
         "Training a VAE", _binarised_run(20, (400,), 50), iwae_k=1000, snapshot_epochs=(1, 5, 20, 50)),
     "vae-mlp-mnist-z2": Experiment(
         "MLP VAE 784-400-2, binarised MNIST, 50 epochs (the 2-D latent manifold); IWAE k = 1000",
@@ -580,6 +581,32 @@ def head_to_head(root: str | os.PathLike | None = None) -> list[dict]:
                      "frechet": m.get("frechet", m.get("frechet_mean")), "parameters": m["parameters"],
                      "wall_time_s": m["wall_time_s"], "epochs": m["epochs"], "device": m["device"],
                      "commit": m.get("commit"), "dir": res["dir"]})
+    return rows
+
+
+def recorded_runs(root: str | os.PathLike | None = None) -> list[dict]:
+    """Provenance of every recorded run, for the appendix "Recorded runs": one dict per registered
+    experiment that has a registered ``metrics.json`` under ``root`` (default ``book/results``).
+
+    Each row: ``name``, ``chapter``, ``description``, ``epochs``, ``device``, ``training_s``
+    (``wall_time_s``), ``evaluation_s``, ``peak_memory`` (the IWAE evaluation's, with its kind, or
+    None), ``torch``, ``python``, ``commit`` (12 characters, "-dirty" kept), ``command``.
+    """
+    rows = []
+    for name, experiment in REGISTRY.items():
+        result = load_results(name, root)
+        if result is None:
+            continue
+        m = result["metrics"]
+        memory = m.get("iwae_peak_memory_mb")
+        commit = m.get("commit") or "unknown"
+        rows.append({"name": name, "chapter": experiment.chapter, "description": experiment.description,
+                     "epochs": m.get("epochs"), "device": m.get("device"), "training_s": m.get("wall_time_s"),
+                     "evaluation_s": m.get("evaluation_wall_time_s"),
+                     "peak_memory": None if memory is None else f"{memory:.0f} MB ({m.get('iwae_memory_kind')})",
+                     "torch": m.get("torch"), "python": m.get("python"),
+                     "commit": commit[:12] + ("-dirty" if commit.endswith("-dirty") else ""),
+                     "command": m.get("command", f"python -m companion reproduce {name}")})
     return rows
 
 

@@ -77,9 +77,11 @@ class VAERun:
 
     Attributes:
         dataset: "mnist" or "fashion-mnist".
-        binarize: dynamic binarisation (the standard protocol for MNIST likelihoods); with False the
+        binarize: dynamic binarisation (the protocol of Burda et al., 2016, one of the two common ones for
+            MNIST likelihoods; the other keeps one fixed draw); with False the
             model sees grey levels in [0, 1].
-        batch_size: 128, as in Kingma & Welling (2014) and pytorch's examples/vae.
+        batch_size: 128, as in pytorch's examples/vae (Kingma & Welling, 2014, used batches of 100 with
+            Adagrad).
         val_size: images of the training set held out for validation.
         model: the ``VAEConfig``.
         train: the ``TrainConfig``.

@@ -136,3 +136,45 @@ def test_check_bits_per_dim():
     checks.check_bits_per_dim(lambda log_p, d: -(log_p - d * math.log(256)) / (d * math.log(2)))
     with pytest.raises(checks.CheckFailed, match="off by 8"):
         checks.check_bits_per_dim(lambda log_p, d: -log_p / (d * math.log(2)))
+
+
+def test_check_negative_elbo_accepts_the_loss_and_names_the_usual_mistakes():
+    import torch.nn.functional as F
+
+    from companion.checks import check_negative_elbo
+    from companion.divergences import gaussian_kl
+    from companion.models import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=4, hidden=(32,)))
+    with torch.no_grad():                    # a posterior far from the prior, so that every term matters
+        model.encoder.net[-1].weight.mul_(20)
+    x = torch.bernoulli(torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1)))
+
+    def make(std=lambda lv: torch.exp(0.5 * lv), pixels="sum", kl=True, sign=1.0, batch="mean"):
+        def negative_elbo(model, x, eps):
+            mu, logvar = model.encode(x)
+            logits = model.decode(mu + std(logvar) * eps)[:, 0]
+            bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1)
+            per_image = (bce.sum(1) if pixels == "sum" else bce.mean(1)) + (gaussian_kl(mu, logvar) if kl else 0)
+            return sign * (per_image.mean() if batch == "mean" else per_image.sum())
+        return negative_elbo
+
+    check_negative_elbo(make(), model, x)
+    for wrong, message in ((make(kl=False), "KL term is missing"), (make(sign=-1.0), "sign is flipped"),
+                           (make(batch="sum"), "batch is summed"), (make(pixels="mean"), "pixels are averaged"),
+                           (make(std=torch.exp), "exp\\(logvar / 2\\)")):
+        with pytest.raises(CheckFailed, match=message):
+            check_negative_elbo(wrong, model, x)
+
+    def detached(model, x, eps):
+        return make()(model, x, eps).detach()
+
+    with pytest.raises(CheckFailed, match="no gradient"):
+        check_negative_elbo(detached, model, x)
+
+    def stub(model, x, eps):
+        raise NotImplementedError
+
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        check_negative_elbo(stub, model, x)

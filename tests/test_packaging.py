@@ -15,9 +15,10 @@ from companion.paths import REPO
 #: ``platformdirs`` (the cache folder has a fallback) and ``resource`` (POSIX only: Windows lacks it)
 #: too. The GPU machines of this project have torch, torchvision, sympy, matplotlib, scipy and tqdm only.
 HIDDEN = ("nbformat", "nbgrader", "nbclient", "nbconvert", "yaml", "jupyter_book", "sphinx_exercise", "nbval",
-          "ipykernel", "ipywidgets", "IPython", "jupyter_client", "pytest", "platformdirs", "resource")
+          "ipykernel", "ipywidgets", "IPython", "jupyter_client", "pytest", "platformdirs", "resource", "daft",
+          "myst_nb")
 #: Distribution name -> module name, for the optional dependencies whose names differ.
-MODULE_OF = {"pyyaml": "yaml", "jupyter-book": "jupyter_book", "sphinx-exercise": "sphinx_exercise"}
+MODULE_OF = {"daft-pgm": "daft", "pyyaml": "yaml", "jupyter-book": "jupyter_book", "sphinx-exercise": "sphinx_exercise"}
 
 BLOCKER = f"""
 import importlib.abc, sys

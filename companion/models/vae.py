@@ -41,11 +41,11 @@ class VAEConfig:
 
     Attributes:
         image_shape: (C, H, W) of the data; (1, 28, 28) for MNIST and Fashion-MNIST.
-        latent_dim: Z, the size of z. 2 can be drawn as a plane; 20 is the usual MNIST choice
-            (Kingma & Welling, 2014).
+        latent_dim: Z, the size of z. 2 can be drawn as a plane; 20 is the choice of pytorch's
+            examples/vae (Kingma & Welling, 2014, report MNIST runs from 2 to 200).
         hidden: for "mlp", widths of the hidden layers of the encoder (the decoder mirrors them);
-            (400,) is the 784-400-20 network of Kingma & Welling (2014) and of pytorch's
-            examples/vae. For "conv", channels of the stride-2 convolutions, e.g. (32, 64): each
+            (400,) with latent_dim 20 is the 784-400-20 network of pytorch's examples/vae (Kingma &
+            Welling, 2014, used 500 hidden units on MNIST). For "conv", channels of the stride-2 convolutions, e.g. (32, 64): each
             halves the image, so H and W must be divisible by 2 ** len(hidden).
         likelihood: a name registered in ``companion.likelihoods.LIKELIHOODS``.
         likelihood_options: keyword arguments for it, e.g. ``{"sigma": 0.1}`` for "gaussian".
