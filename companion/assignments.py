@@ -117,8 +117,8 @@ def _check_regions(where: str, source: str, begin: str, end: str) -> int:
 
 
 def chapters(book: Path = BOOK) -> list[Path]:
-    """The chapter notebooks under ``book``, sorted by name."""
-    return sorted(p for p in Path(book).glob("*.ipynb") if not p.name.startswith("."))
+    """The chapter notebooks under ``book`` (``NN_name.ipynb``; appendices are not chapters), sorted by name."""
+    return sorted(Path(book).glob("[0-9][0-9]_*.ipynb"))
 
 
 def parse(path: str | Path, nb=None) -> ChapterExercises:
