@@ -177,10 +177,13 @@ def glue(name: str, value) -> None:
 
     myst-nb's ``glue`` (installed with Jupyter Book) stores the value in the cell's outputs without
     displaying it; where myst-nb is not installed (a plain Jupyter kernel, Binder) nothing happens,
-    and the markdown shows the role as written.
+    and the markdown shows the role as written. numpy and torch scalars are stored as Python numbers
+    (their repr, such as ``np.float64(0.5)``, is not a number that the role can format).
     """
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
         return
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
     myst_glue(name, value, display=False)

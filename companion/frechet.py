@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from .paths import RESULTS
 
 __all__ = ["Classifier", "train_classifier", "load_classifier", "feature_statistics", "frechet_distance",
-           "classifier_frechet_distance", "score_vae_samples", "score_samples", "accuracy", "save_classifier", "CLASSIFIER_FILE"]
+           "classifier_frechet_distance", "frechet_bootstrap", "score_vae_samples", "score_samples", "accuracy", "save_classifier", "CLASSIFIER_FILE"]
 
 CLASSIFIER_FILE = "classifier.pt"
 
@@ -261,8 +261,32 @@ def classifier_frechet_distance(images_a: Tensor, images_b: Tensor, classifier: 
     return frechet_distance(*stats_a, *stats_b)
 
 
+def frechet_bootstrap(features: np.ndarray, reference: tuple[np.ndarray, np.ndarray], resamples: int = 100,
+                      seed: int = 0) -> np.ndarray:
+    """Bootstrap of the Frechet distance over the generated samples: ``resamples`` values of the
+    distance, each between a resample (with replacement, same size) of ``features`` and the fixed
+    ``reference`` statistics (mean, covariance). Their standard deviation is the sampling error of
+    the distance for this number of samples; it does not include the spread between training seeds,
+    which is usually larger (chapter "Is the continuous Bernoulli better?" measures both).
+
+    Arguments:
+        features: (N, F) features of the generated images. reference: ``feature_statistics`` of the
+            real images. resamples: how many bootstrap draws. seed: seeds numpy's generator.
+    Returns:
+        (resamples,) squared distances. Raises: ValueError as ``frechet_distance``, or for resamples < 2.
+    """
+    if resamples < 2:
+        raise ValueError(f"resamples must be at least 2, got {resamples}")
+    features = np.asarray(features, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    n = len(features)
+    return np.array([frechet_distance(*feature_statistics(features[rng.integers(0, n, n)]), *reference)
+                     for _ in range(resamples)])
+
+
 @torch.no_grad()
-def score_vae_samples(model, real: Tensor, classifier: Classifier, samples: int = 10_000, seed: int = 0) -> dict:
+def score_vae_samples(model, real: Tensor, classifier: Classifier, samples: int = 10_000, seed: int = 0,
+                      bootstrap: int = 0) -> dict:
     """Classifier Frechet distances of a VAE's samples from the prior to the real images ``real``.
 
     ``samples`` latents z ~ N(0, I) are decoded (1000 at a time) and turned into images two ways:
@@ -277,8 +301,10 @@ def score_vae_samples(model, real: Tensor, classifier: Classifier, samples: int 
         classifier: see ``load_classifier``. samples: how many; the estimate is biased upwards for
             small numbers, so compare only values computed with the same number.
         seed: seeds the latents (torch's global generator is restored afterwards).
+        bootstrap: if > 0, also the standard deviations ``"mean_sd"`` and ``"params_sd"`` of that many
+            bootstrap resamples of the samples (``frechet_bootstrap``).
     Returns:
-        ``{"mean": float, "params": float, "samples": int}``.
+        ``{"mean": float, "params": float, "samples": int}`` (plus the two ``_sd`` with ``bootstrap``).
     """
     from .likelihoods import Beta, Bernoulli, ContinuousBernoulli
 
@@ -292,9 +318,20 @@ def score_vae_samples(model, real: Tensor, classifier: Classifier, samples: int 
         model.train(was_training)
     means = model.likelihood.mean(params).clamp(0, 1)
     logit_based = isinstance(model.likelihood, (Bernoulli, ContinuousBernoulli, Beta))
-    as_params = torch.sigmoid(params[:, 0]) if logit_based else params[:, 0].clamp(0, 1)
-    return {"mean": classifier_frechet_distance(means, real, classifier),
-            "params": classifier_frechet_distance(as_params, real, classifier), "samples": samples}
+    logits = model.likelihood._logits(params) if isinstance(model.likelihood, ContinuousBernoulli) else params[:, 0]
+    as_params = torch.sigmoid(logits) if logit_based else params[:, 0].clamp(0, 1)
+    if not bootstrap:
+        return {"mean": classifier_frechet_distance(means, real, classifier),
+                "params": classifier_frechet_distance(as_params, real, classifier), "samples": samples}
+    for images, name in ((means, "means"), (as_params, "params"), (real, "real")):
+        _check_images(images, name)
+    reference = feature_statistics(_features(classifier, real, 250))
+    out = {"samples": samples}
+    for key, images in (("mean", means), ("params", as_params)):
+        features = _features(classifier, images, 250)
+        out[key] = frechet_distance(*feature_statistics(features), *reference)
+        out[f"{key}_sd"] = float(frechet_bootstrap(features, reference, bootstrap, seed=seed).std(ddof=1))
+    return out
 
 
 @torch.no_grad()

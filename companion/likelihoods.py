@@ -323,10 +323,13 @@ class GaussianOptimalPixelSigma(_OptimalSigma):
 
 
 class GaussianOptimalImageSigma(_OptimalSigma):
-    """One sigma per image at its maximum-likelihood value, sigma^2 = ||x - mu||^2 / D: the sigma-VAE.
+    """One sigma per image at its maximum-likelihood value, sigma^2 = ||x - mu||^2 / D.
 
     Substituting gives log p(x) = -(D/2) log(||x - mu||^2 / D) - D/2 - (D/2) log(2 pi): the
-    logarithm of the summed squared error, the "optimal sigma" loss of Rybkin et al. (2021).
+    logarithm of each image's summed squared error. This is a per-image variant (the seed post's) of
+    the optimal sigma-VAE of Rybkin et al. (2021), who share ONE sigma across all pixels of all images
+    of a batch, set at every step to the batch's mean squared error (``gaussian-learned`` is their
+    learned-sigma version).
     sigma is floored at ``min_sigma``. Not a likelihood in the strict sense (sigma depends on x);
     ``sample`` returns mu.
 
@@ -432,15 +435,35 @@ class ContinuousBernoulli(Likelihood):
     num_params = 1
     support = (0.0, 1.0)
 
-    def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+    def __init__(self, lambda_clamp: float = 0.0):
+        """``lambda_clamp`` = eps > 0 clamps the parameter lambda = sigmoid(logit) to [eps, 1 - eps], as the
+        authors' code does (eps = 1e-4 there, so lambda <= 0.9999 and the mean <= 0.8915); the clamp
+        has zero gradient outside. 0 (the default) leaves the logits free.
+
+        Raises:
+            ValueError: unless 0 <= lambda_clamp < 1/2.
+        """
+        super().__init__()
+        if not 0.0 <= lambda_clamp < 0.5:
+            raise ValueError(f"lambda_clamp must lie in [0, 1/2), got {lambda_clamp}")
+        self.lambda_clamp = float(lambda_clamp)
+
+    def _logits(self, params: Tensor) -> Tensor:
         logits = params[:, 0]
+        if self.lambda_clamp > 0:
+            bound = math.log((1 - self.lambda_clamp) / self.lambda_clamp)   # logit(1 - eps)
+            logits = logits.clamp(-bound, bound)
+        return logits
+
+    def _log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        logits = self._logits(params)
         return -F.binary_cross_entropy_with_logits(logits, x, reduction="none") + continuous_bernoulli_log_normalizer(logits)
 
     def mean(self, params: Tensor) -> Tensor:
-        return continuous_bernoulli_mean(params[:, 0])
+        return continuous_bernoulli_mean(self._logits(params))
 
     def sample(self, params: Tensor) -> Tensor:
-        logits = params[:, 0]
+        logits = self._logits(params)
         u = torch.rand_like(logits)
         a = logits.abs()
         safe = torch.where(a > 0, a, torch.ones_like(a))

@@ -22,7 +22,7 @@ from torchvision.utils import make_grid, save_image
 from .data import to_float
 
 __all__ = ["show_grid", "save_grid", "plot_history", "manifold_latents", "encode_means", "latent_scatter",
-           "interpolate", "latent_path", "LatentExplorer"]
+           "interpolate", "latent_path", "LatentExplorer", "show_beta_decoder_maps"]
 
 
 def _check_images(images: Tensor) -> Tensor:
@@ -254,3 +254,37 @@ class LatentExplorer:
 
         self.handle = display(Image(self.png()), display_id=True)
         display(widgets.VBox(self.sliders))
+
+
+def show_beta_decoder_maps(images: Tensor, mean: Tensor, concentration: Tensor, *, figsize=(9.5, 4.6)):
+    """Three labelled rows for a Beta decoder: the images, the decoder's mean, log10 of its concentration.
+
+    Each row has its own colour scale and a colour bar: the images and means on [0, 1] (grey), the
+    concentration kappa on a log10 scale from its smallest to its largest value in the figure (viridis).
+
+    Arguments:
+        images, mean, concentration: tensors of shape (B, 1, H, W) (values in [0, 1] for the first two,
+            kappa > 0 for the third); one column per image.
+        figsize: the figure size in inches.
+    Returns:
+        The matplotlib figure.
+    See: chapter "The Beta likelihood".
+    """
+    import matplotlib.pyplot as plt
+
+    log_kappa = concentration.detach().double().log10().cpu()
+    rows = [("data", images.detach().cpu(), dict(cmap="gray", vmin=0, vmax=1), "pixel value"),
+            ("decoder mean m", mean.detach().cpu(), dict(cmap="gray", vmin=0, vmax=1), "m"),
+            (r"$\log_{10}\kappa$", log_kappa,
+             dict(cmap="viridis", vmin=log_kappa.min().item(), vmax=log_kappa.max().item()), r"$\log_{10}\kappa$")]
+    columns = images.shape[0]
+    fig, axes = plt.subplots(3, columns, figsize=figsize, squeeze=False)
+    for row, (name, values, style, label) in enumerate(rows):
+        for col in range(columns):
+            shown = axes[row, col].imshow(values[col, 0], **style)
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+        axes[row, 0].set_ylabel(name, fontsize=10)
+        fig.colorbar(shown, ax=list(axes[row]), fraction=0.02, pad=0.01, label=label)
+    return fig
+

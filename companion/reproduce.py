@@ -19,7 +19,9 @@ from the checkpoint if the run was interrupted, evaluates, and writes to the run
 
 Part III's experiments add ``kl_per_dim`` and ``active_units`` (``evaluation.latent_usage``) and, with
 ``frechet=True``, ``frechet_mean`` and ``frechet_params`` (``frechet.score_vae_samples``, 10,000 prior
-samples against the grey-level test set); ``iwae_k = 0`` skips the IWAE evaluation. A run whose loss
+samples against the grey-level test set) with ``frechet_mean_bootstrap_sd`` and
+``frechet_params_bootstrap_sd`` (their spread over ``FRECHET_BOOTSTRAP`` bootstrap resamples of the
+samples: the sampling error alone); ``iwae_k = 0`` skips the IWAE evaluation. A run whose loss
 becomes infinite is recorded with ``diverged`` and evaluated at its last finite checkpoint. A
 ``ClassifierExperiment`` trains the classifier of the Frechet distance instead and writes
 ``classifier.pt`` (kept in git) and ``metrics.json``.
@@ -28,6 +30,12 @@ Part IV's experiments train a GAN or a RealNVP (a ``ModelRun``): their ``metrics
 last epoch's terms, ``frechet`` (``frechet.score_samples``, 10,000 samples), ``parameters`` and, for
 the flow, ``test_nll_nats`` and ``test_bits_per_dim``; the GAN adds ``interpolation.png`` (linear and
 spherical paths between fixed latents).
+
+**Seeds.** The runs whose scores the chapters compare closely (``SEEDED``: the beta sweep, the sigma
+runs and the two Fashion-MNIST VAEs) are registered again with each of ``EXTRA_SEEDS`` as
+``NAME-seed1``, ``NAME-seed2`` (only the training seed differs; seed 0 is ``NAME``). ``load_seeds``
+reads all recorded seeds of a run and ``frechet_seed_spread`` pools their spread, the seed-to-seed
+noise that an ordering of two runs must exceed.
 
 ``checkpoint.pt`` is written there too (that is what makes a run resumable) and is kept out of git by
 ``.gitignore``.
@@ -74,8 +82,10 @@ from .training import CHECKPOINT, CheckpointError, TrainConfig, _write_json, rea
 
 __all__ = ["Experiment", "ClassifierExperiment", "REGISTRY", "HEAD_TO_HEAD", "head_to_head", "reproduce", "results_dir",
            "load_results", "matching", "is_registered", "results_root", "UnregisteredResultError", "RESULTS",
-           "recorded_runs"]
+           "recorded_runs", "seed_names", "load_seeds", "frechet_seed_spread", "EXTRA_SEEDS", "SEEDED", "FRECHET_BOOTSTRAP"]
 
+#: Bootstrap resamples behind the ``frechet_*_bootstrap_sd`` of a VAE run's metrics (``frechet_bootstrap``).
+FRECHET_BOOTSTRAP = 100
 PARTIAL = ".partial"   # suffix of the folder a run is trained and evaluated in before it replaces NAME/
 
 
@@ -207,7 +217,7 @@ REGISTRY: dict[str, Experiment] = {
        for kind, what in (("learned", "one learned sigma"), ("pixel", "a learned sigma per pixel"),
                           ("predicted", "sigma predicted by the decoder"),
                           ("optimal-pixel", "the optimal sigma per pixel, log|x - mu| (floor 1e-3)"),
-                          ("optimal-image", "the optimal sigma per image (the sigma-VAE)"))},
+                          ("optimal-image", "the optimal sigma per image (a per-image variant of the optimal sigma-VAE)"))},
     **{f"rd-beta{_label(b)}": Experiment(
         f"784-400-20 beta-VAE on binarised MNIST, beta = {b:g}, 20 epochs (rate-distortion curve)",
         "beta-VAE, blur and posterior collapse", _binarised_run(20, (400,), 20, beta=b), iwae_k=0, frechet=True)
@@ -232,6 +242,80 @@ REGISTRY: dict[str, Experiment] = {
         "Normalizing flows", _part4_run("flow", FlowConfig(scales=2, hidden=32, blocks=2), 12, 1e-3), iwae_k=0,
         frechet=True, snapshot_epochs=(1, 4, 12)),
 }
+
+
+#: Training seeds recorded besides seed 0 for the runs whose scores the text compares closely
+#: (chapters "Is the continuous Bernoulli better?", "The Gaussian decoder's sigma" and "A convolutional
+#: VAE"): experiment NAME-seedS is NAME with seed S (data order, initialisation, noise and the scored samples).
+EXTRA_SEEDS = (1, 2)
+SEEDED = (tuple(n for n in REGISTRY if n.startswith("sweep-"))
+          + tuple(f"sigma-{kind}" for kind in ("fixed-0.2", "fixed-0.4", "fixed-0.707", "learned", "pixel", "optimal-image"))
+          + ("vae-mlp-fashion", "vae-conv-fashion"))
+
+
+def _with_seed(experiment: Experiment, seed: int) -> Experiment:
+    run = replace(experiment.run, train=replace(experiment.run.train, seed=seed))
+    return replace(experiment, description=f"{experiment.description}; seed {seed}", run=run)
+
+
+REGISTRY.update({f"{name}-seed{seed}": _with_seed(REGISTRY[name], seed) for name in SEEDED for seed in EXTRA_SEEDS})
+REGISTRY["cb-clamp-mnist"] = Experiment(
+    "784-400-20 VAE, continuous Bernoulli with the authors' clamp lambda in [1e-4, 1 - 1e-4], grey-level MNIST, "
+    "beta = 2, 20 epochs; classifier Frechet distance", "Is the continuous Bernoulli better?",
+    _grey_run("continuous-bernoulli", beta=2.0, lambda_clamp=1e-4), iwae_k=0, frechet=True)
+
+
+def seed_names(name: str) -> list[str]:
+    """``name`` and its extra-seed experiments (``NAME-seed1``, ...) in seed order; raises KeyError for
+    a name not in ``REGISTRY``."""
+    results_dir(name)
+    return [name] + [f"{name}-seed{s}" for s in EXTRA_SEEDS if f"{name}-seed{s}" in REGISTRY]
+
+
+def load_seeds(name: str, root: str | os.PathLike | None = None) -> list[dict]:
+    """``load_results`` of ``name`` and of each of its recorded extra seeds (``seed_names``), skipping
+    the seeds not recorded yet; each dict gains ``"seed"``. Raises as ``load_results``."""
+    out = []
+    for each in seed_names(name):
+        res = load_results(each, root)
+        if res is not None:
+            res["seed"] = res["config"]["train"]["seed"] if res.get("config") else None
+            out.append(res)
+    return out
+
+
+def frechet_seed_spread(prefixes: tuple[str, ...] = ("sweep-", "sigma-"), key: str = "frechet_mean",
+                        root: str | os.PathLike | None = None) -> dict:
+    """How much the classifier Frechet distance of a recorded VAE run moves when only the seed changes.
+
+    For every experiment in ``SEEDED`` whose name starts with one of ``prefixes`` and that has at
+    least two recorded seeds, the sample variance of ``key`` over its seeds is divided by the square
+    of its mean; these relative variances are pooled with weights n - 1 (their degrees of freedom).
+
+    Returns:
+        ``{"relative_sd": float, "groups": int, "runs": int, "largest": (name, relative sd)}``: the
+        pooled relative standard deviation, to be read as the typical seed-to-seed spread of one
+        recorded run of these families (an indication for single-seed runs, not a measurement of them).
+    Raises:
+        ValueError: if no group has two recorded seeds.
+    """
+    import statistics
+
+    total, dof, runs, largest = 0.0, 0, 0, ("", 0.0)
+    for name in SEEDED:
+        if not name.startswith(prefixes):
+            continue
+        values = [r["metrics"][key] for r in load_seeds(name, root) if key in r["metrics"]]
+        if len(values) < 2:
+            continue
+        relative = statistics.variance(values) / statistics.fmean(values) ** 2
+        total, dof, runs = total + relative * (len(values) - 1), dof + len(values) - 1, runs + len(values)
+        largest = max(largest, (name, relative ** 0.5), key=lambda pair: pair[1])
+    if dof == 0:
+        raise ValueError(f"no experiment starting with {prefixes} has two recorded seeds; record them with "
+                         "`python -m companion reproduce 'sweep-*-seed*'`")
+    groups = sum(1 for name in SEEDED if name.startswith(prefixes) and len(load_seeds(name, root)) >= 2)
+    return {"relative_sd": (total / dof) ** 0.5, "groups": groups, "runs": runs, "largest": largest}
 
 
 def matching(patterns: list[str]) -> list[str]:
@@ -502,8 +586,11 @@ def _frechet(model, data, run: VAERun, root=None) -> dict:
     from .frechet import score_vae_samples
 
     classifier = _classifier(run.dataset, root, next(model.parameters()).device)
-    scores = score_vae_samples(model, to_float(data.test, False), classifier, seed=run.train.seed)
-    return {"frechet_mean": scores["mean"], "frechet_params": scores["params"], "frechet_samples": scores["samples"]}
+    scores = score_vae_samples(model, to_float(data.test, False), classifier, seed=run.train.seed,
+                               bootstrap=FRECHET_BOOTSTRAP)
+    return {"frechet_mean": scores["mean"], "frechet_params": scores["params"], "frechet_samples": scores["samples"],
+            "frechet_mean_bootstrap_sd": scores["mean_sd"], "frechet_params_bootstrap_sd": scores["params_sd"],
+            "frechet_bootstrap_resamples": FRECHET_BOOTSTRAP}
 
 
 def _reproduce_model(name, experiment: Experiment, run: ModelRun, out: Path, root, *, device, data_root, epochs,

@@ -253,8 +253,9 @@ def optimal_sigma_shared(dims: sp.Symbol | int | None = None) -> tuple[sp.Expr, 
 
     With S = ||x - mu||^2, the NLL is S / (2 sigma^2) + D log sigma + (D/2) log(2 pi); its minimiser
     is sigma*^2 = S / D (the mean squared error) and the loss there is
-    (D/2) log(S / D) + D/2 + (D/2) log(2 pi): the sigma-VAE loss of Rybkin et al. (2021), up to
-    constants (D/2) log ||x - mu||^2.
+    (D/2) log(S / D) + D/2 + (D/2) log(2 pi), that is (D/2) log ||x - mu||^2 up to constants. With
+    S summed over a whole batch and D its number of pixels this is the optimal sigma-VAE loss of
+    Rybkin et al. (2021); per image, it is the seed post's variant.
 
     Returns:
         ``(sigma_star, loss_at_sigma_star, S)`` with D = ``dims`` (a positive symbol by default).

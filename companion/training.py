@@ -368,8 +368,9 @@ class Trainer:
                 ``prepare`` has run, its decision stands).
             on_epoch_end: called as ``f(trainer, epoch)`` after each epoch's checkpoint is written.
         Returns:
-            The history: one dict per epoch with ``epoch``, ``train/<term>``, ``val/<term>``,
-            ``time_s`` (this epoch) and ``wall_time_s`` (cumulative).
+            The history: one dict per epoch with ``epoch``, ``train/<term>``, ``val/<term>``, what the
+            model's ``epoch_summary()`` returns if it has one, ``time_s`` (this epoch) and
+            ``wall_time_s`` (cumulative).
         Raises:
             FloatingPointError: if the training loss of an epoch is not finite.
             ValueError, CheckpointError: from ``prepare``.
@@ -400,6 +401,9 @@ class Trainer:
                 if val is not None:
                     record.update({f"val/{k}": v for k, v in evaluate(self.model, val).items()})
                     self.model.train()
+                summary = getattr(self.model, "epoch_summary", None)   # e.g. a VAE's learned decoder sigma
+                if callable(summary):
+                    record.update(summary())
                 record["time_s"] = time.perf_counter() - t0
                 self.wall_time_s += record["time_s"]
                 record["wall_time_s"] = self.wall_time_s

@@ -16,7 +16,6 @@ import pytest
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 CHAPTERS = sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
-PARTS_I_II = [path for path in CHAPTERS if int(path.name[:2]) <= 9]
 MAX_CELL_LINES, MAX_LINE_CHARS = 15, 100
 MIN_WORDS, MIN_EXERCISES = 1200, 3
 #: Tags with which Jupyter Book folds or removes a cell's code from the page.
@@ -53,7 +52,7 @@ def exercises(path: Path) -> int:
     return sum(source(cell).count("```{exercise}") for cell in cells(path) if cell["cell_type"] == "markdown")
 
 
-@pytest.mark.parametrize("path", PARTS_I_II, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_code_cells_are_short_and_fit_the_page(path):
     for index, cell in enumerate(cells(path)):
         if cell["cell_type"] != "code" or HIDDEN & set(cell["metadata"].get("tags", [])):
@@ -74,7 +73,7 @@ def test_no_tool_markers_on_the_page(path):
             assert tags & HIDDEN, f"{path.name} cell {index}: nbgrader markers shown to the reader"
 
 
-@pytest.mark.parametrize("path", PARTS_I_II, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_a_textbook_chapter_has_prose_and_exercises(path):
     assert prose_words(path) >= MIN_WORDS, f"{path.name}: {prose_words(path)} words of prose"
     assert exercises(path) >= MIN_EXERCISES, f"{path.name}: {exercises(path)} exercises"
@@ -84,7 +83,7 @@ def test_a_textbook_chapter_has_prose_and_exercises(path):
     assert solutions >= MIN_EXERCISES - 1, f"{path.name}: worked solutions must be tagged `solution`"
 
 
-@pytest.mark.parametrize("path", PARTS_I_II, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_no_provenance_in_the_chapters(path):
     """Commits, versions and peak memory belong on the generated "Recorded runs" appendix page."""
     for index, cell in enumerate(cells(path)):

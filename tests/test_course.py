@@ -73,6 +73,19 @@ def test_glue_records_a_value_or_does_nothing(monkeypatch):
     assert course.glue("test_value", 1.5) is None
 
 
+def test_glue_stores_numpy_and_torch_scalars_as_python_numbers(monkeypatch):
+    import numpy as np
+    import myst_nb
+
+    stored = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display: stored.setdefault(name, value))
+    course.glue("a", np.float64(0.25))
+    course.glue("b", torch.tensor(3))
+    course.glue("c", [1, 2])
+    assert stored == {"a": 0.25, "b": 3, "c": [1, 2]}
+    assert type(stored["a"]) is float and type(stored["b"]) is int and repr(stored["a"]) == "0.25"
+
+
 def test_recorded_runs_describe_every_registered_result():
     rows = recorded_runs()
     assert rows, "book/results holds recorded runs"

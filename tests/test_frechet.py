@@ -108,3 +108,35 @@ def test_recorded_classifiers_reach_their_accuracy(dataset, target, data_root):
     measured = accuracy(load_classifier(dataset), data.test, data.test_labels)
     assert measured == pytest.approx(recorded["test_accuracy"], abs=1e-4)
     assert measured >= target
+
+
+def test_frechet_bootstrap_matches_the_spread_over_fresh_samples():
+    """The bootstrap SD from one sample set estimates the SD of the distance over independent sample
+    sets of the same size (a property of the estimator that the bootstrap must reproduce)."""
+    from companion.frechet import feature_statistics, frechet_bootstrap
+
+    rng = np.random.default_rng(0)
+    dim, n = 6, 1500
+    reference = (np.zeros(dim), np.eye(dim))
+    shift, scale = np.full(dim, 0.3), np.linspace(0.8, 1.3, dim)
+    draw = lambda: shift + scale * rng.normal(size=(n, dim))  # noqa: E731
+    fresh = np.std([frechet_distance(*feature_statistics(draw()), *reference) for _ in range(60)], ddof=1)
+    boot = frechet_bootstrap(draw(), reference, resamples=200, seed=1)
+    assert boot.shape == (200,)
+    assert 0.7 < boot.std(ddof=1) / fresh < 1.4, (boot.std(ddof=1), fresh)
+    with pytest.raises(ValueError, match="resamples"):
+        frechet_bootstrap(draw(), reference, resamples=1)
+
+
+def test_score_vae_samples_with_bootstrap_gives_the_same_distances(mnist_test, classifier):
+    from companion.frechet import score_vae_samples
+    from companion.models import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=4, hidden=(32,), likelihood="continuous-bernoulli"))
+    plain = score_vae_samples(model, mnist_test[:2000], classifier, samples=1000, seed=3)
+    booted = score_vae_samples(model, mnist_test[:2000], classifier, samples=1000, seed=3, bootstrap=20)
+    for key in ("mean", "params"):
+        assert booted[key] == pytest.approx(plain[key], rel=1e-9)
+        assert 0 < booted[f"{key}_sd"] < 0.2 * booted[key]
+    assert "mean_sd" not in plain

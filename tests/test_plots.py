@@ -59,3 +59,19 @@ def test_latent_explorer_updates_the_picture(model):
         LatentExplorer(model, dims=[3])
     with pytest.raises(ValueError, match="z0"):
         LatentExplorer(model, z0=torch.zeros(2))
+
+
+def test_show_beta_decoder_maps_draws_three_labelled_rows_with_colour_bars():
+    import matplotlib.pyplot as plt
+
+    from companion.plots import show_beta_decoder_maps
+
+    images = torch.rand(4, 1, 28, 28)
+    kappa = 10 ** (3 * torch.rand(4, 1, 28, 28))
+    fig = show_beta_decoder_maps(images, images.clamp(0.1, 0.9), kappa)
+    axes = fig.axes
+    assert len(axes) == 3 * 4 + 3                                       # the maps and one colour bar per row
+    assert [axes[4 * row].get_ylabel() for row in range(3)] == ["data", "decoder mean m", r"$\log_{10}\kappa$"]
+    low, high = axes[8].images[0].get_clim()
+    assert low == pytest.approx(kappa.log10().min().item()) and high == pytest.approx(kappa.log10().max().item())
+    plt.close(fig)

@@ -108,3 +108,16 @@ def test_a_checkpoint_of_the_single_optimizer_format_still_resumes(mnist, tmp_pa
     torch.save(state, tmp_path / "old" / "checkpoint.pt")
     resumed, _ = _fit(mnist, tmp_path / "old", epochs=2)
     assert len(resumed.history) == 2 and resumed.history[0] == history[0]
+
+
+def test_the_history_records_a_learned_decoder_sigma_each_epoch(mnist, tmp_path):
+    """``decoder/sigma`` is the learned sigma at the end of each epoch (it falls from its initial 1 as the
+    reconstructions improve); a decoder without a learned sigma records none."""
+    config = VAEConfig(latent_dim=4, hidden=(64,), likelihood="gaussian-learned")
+    trainer = Trainer.build(lambda: VAE(config), TrainConfig(epochs=2, seed=3, device="cpu"), progress=False)
+    history = trainer.fit(Batches(mnist.train[:2048], 128, shuffle=True))
+    sigmas = [r["decoder/sigma"] for r in history]
+    assert sigmas[-1] == trainer.model.likelihood.sigma
+    assert 1.0 > sigmas[0] > sigmas[1]
+    _, bernoulli = _fit(mnist, tmp_path / "b", epochs=1)
+    assert not any(k.startswith("decoder/") for k in bernoulli[0])

@@ -270,6 +270,14 @@ class VAE(nn.Module):
         del terms["kl_per_dim"]
         return terms
 
+    def epoch_summary(self) -> dict[str, float]:
+        """What the trainer adds to each epoch's history: ``decoder/sigma``, the current sigma of a
+        decoder that learns one global sigma ("gaussian-learned"), so that the history shows it fall
+        with the reconstruction error (chapter "The Gaussian decoder's sigma"); empty otherwise."""
+        learns = any(p.requires_grad for p in self.likelihood.parameters())
+        sigma = getattr(self.likelihood, "sigma", None)
+        return {"decoder/sigma": sigma} if learns and isinstance(sigma, float) else {}
+
     def _terms(self, x: Tensor) -> dict[str, Tensor]:
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar)
