@@ -51,7 +51,8 @@ def _secrets(path):
         secret_lines |= {line.strip() for line in lines if len(line.strip()) > 12 and not line.strip().startswith(("#", "```", ":"))}
     public = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", "\n".join(public_text)))
     tokens = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", "\n".join(secret_code))) - public
-    return secret_lines, tokens
+    public_lines = {line.strip() for text in public_text for line in text.splitlines()}
+    return secret_lines - public_lines, tokens          # a line the chapter also shows openly is no secret
 
 
 def _public_text():
