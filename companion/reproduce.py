@@ -301,7 +301,7 @@ def frechet_seed_spread(prefixes: tuple[str, ...] = ("sweep-", "sigma-"), key: s
     """
     import statistics
 
-    total, dof, runs, largest = 0.0, 0, 0, ("", 0.0)
+    total, dof, runs, groups, largest = 0.0, 0, 0, 0, ("", 0.0)
     for name in SEEDED:
         if not name.startswith(prefixes):
             continue
@@ -309,12 +309,11 @@ def frechet_seed_spread(prefixes: tuple[str, ...] = ("sweep-", "sigma-"), key: s
         if len(values) < 2:
             continue
         relative = statistics.variance(values) / statistics.fmean(values) ** 2
-        total, dof, runs = total + relative * (len(values) - 1), dof + len(values) - 1, runs + len(values)
+        total, dof, runs, groups = total + relative * (len(values) - 1), dof + len(values) - 1, runs + len(values), groups + 1
         largest = max(largest, (name, relative ** 0.5), key=lambda pair: pair[1])
     if dof == 0:
         raise ValueError(f"no experiment starting with {prefixes} has two recorded seeds; record them with "
                          "`python -m companion reproduce 'sweep-*-seed*'`")
-    groups = sum(1 for name in SEEDED if name.startswith(prefixes) and len(load_seeds(name, root)) >= 2)
     return {"relative_sd": (total / dof) ** 0.5, "groups": groups, "runs": runs, "largest": largest}
 
 
