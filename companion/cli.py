@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--free-bits", type=float, default=0.0,
                      help="nats per latent dimension charged at least (Kingma et al., 2016); 0, the default, "
                           "for the plain loss")
+    vae.add_argument("--train-iwae-k", type=int, default=1, metavar="K",
+                     help="train on the IWAE bound with K samples per image (Burda et al., 2016); 1, the default, "
+                          "trains the ELBO. Needs --beta 1, no free bits and --reduction sum")
     vae.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=True,
                      help="dynamic binarisation of the pixels, the MNIST likelihood protocol (default: on)")
     vae.add_argument("--epochs", type=int, default=10,
@@ -64,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seeds the weights, shuffling, binarisation and noise (default: %(default)s)")
     vae.add_argument("--device", default="auto",
                      help="auto (CUDA, then MPS, then CPU; the default), cpu, cuda, cuda:1, mps")
+    vae.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
+                     help="on CUDA, run every training step eagerly instead of replaying it as a CUDA graph "
+                          "(the default where the model allows; no effect on the CPU or MPS)")
     vae.add_argument("--data-root", default=None, help=DATA_ROOT_HELP)
     vae.add_argument("--out", required=True,
                      help="the run directory (required; created if missing; not inside book/results, which only "
@@ -93,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override the registered k, for smoke tests (ignored by runs without an IWAE evaluation)")
     rep.add_argument("--max-latents", type=int, default=None,
                      help="latents decoded at once in the IWAE evaluation (default: the experiment's; more on a GPU)")
+    rep.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false",
+                     help="on CUDA, run the training steps eagerly instead of as a CUDA graph (same registered run)")
     rep.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars")
 
     assign = commands.add_parser("assignments", help="student versions, autograder material and grading")
@@ -141,13 +149,15 @@ def _train_vae(args) -> int:
         batch_size=args.batch_size,
         model=VAEConfig(latent_dim=args.latent_dim, hidden=tuple(args.hidden), likelihood=args.likelihood,
                         likelihood_options=options, beta=args.beta, architecture=args.architecture,
-                        reduction=args.reduction, free_bits=args.free_bits),
-        train=TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device),
+                        reduction=args.reduction, free_bits=args.free_bits, train_iwae_k=args.train_iwae_k),
+        train=TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device,
+                          cuda_graph=args.cuda_graph),
     )
     m = run_vae(run, args.out, data_root=args.data_root, resume=args.resume, progress=args.progress)
     print(f"data: {m['data_source']}")
     print(f"{m['model']} on {m['dataset']} ({'binarised' if m['binarized'] else 'grey levels'}), "
-          f"{_epochs(m['epochs'])} on {m['device']} in {m['wall_time_s']:.1f} s")
+          f"{_epochs(m['epochs'])} on {m['device']}{' (CUDA graph)' if m['cuda_graph'] else ''} "
+          f"in {m['wall_time_s']:.1f} s")
     print(f"test ELBO {m['test_elbo']:.2f} nats per image "
           f"(reconstruction {m['test_reconstruction']:.2f}, KL {m['test_kl']:.2f})")
     print(f"wrote {args.out}/metrics.json and figures")
@@ -169,7 +179,8 @@ def _reproduce(args) -> int:
             args.interrupted = (f"{where}.partial keeps the last finished epoch and {where} is unchanged; rerun "
                                 "the same command to resume")
         m = reproduce(name, args.results, device=args.device, data_root=args.data_root, epochs=args.epochs,
-                      iwae_k=args.iwae_k, max_latents=args.max_latents, progress=args.progress)
+                      iwae_k=args.iwae_k, max_latents=args.max_latents, progress=args.progress,
+                      cuda_graph=args.cuda_graph)
         print(f"{name}: {_epochs(m['epochs'])} on {m['device']} in {m['wall_time_s']:.1f} s")
         if "test_accuracy" in m:
             print(f"test accuracy {m['test_accuracy']:.4f}")

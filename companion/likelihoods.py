@@ -49,8 +49,12 @@ def set_validation(enabled: bool) -> bool:
     return previous
 
 
-def _can_read_values() -> bool:
-    """False while torch.compile traces or a CUDA graph is captured (no value may be read back then)."""
+def can_read_values() -> bool:
+    """False while torch.compile traces or a CUDA graph is captured (no value may be read back then).
+
+    Checks of the data that read a value back to the host (``Likelihood.check``,
+    ``companion.models.flow.dequantize``) skip themselves then: the eager steps before a capture
+    have checked the first batches (``companion.training._GraphedStep``)."""
     is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)   # torch >= 2.3
     if is_compiling is not None and is_compiling():
         return False
@@ -83,7 +87,7 @@ class Likelihood(nn.Module):
                 f"{type(self).__name__}: decoder output has shape {tuple(params.shape)}, "
                 f"expected {expected} for data of shape {tuple(x.shape)}"
             )
-        if self.support is not None and _VALIDATE and x.numel() and _can_read_values():
+        if self.support is not None and _VALIDATE and x.numel() and can_read_values():
             low, high = self.support
             smallest, largest = torch.stack(torch.aminmax(x.detach())).tolist()   # NaN propagates: refused too
             if not (smallest >= low and largest <= high):

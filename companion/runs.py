@@ -161,8 +161,15 @@ def _device_name(device: torch.device) -> str:
 
 
 def _signature(run: VAERun | ModelRun) -> dict:
-    """What a checkpoint must match to be resumed or loaded: the run minus its length and device."""
-    return json.loads(json.dumps(asdict(replace(run, train=replace(run.train, epochs=0, device="auto")))))
+    """What a checkpoint must match to be resumed or loaded: the run minus how it is executed (its length,
+    device and step path, ``companion.training.EXECUTION_SETTINGS``; epochs and device stay as 0 and
+    "auto", and a VAE's ``train_iwae_k`` = 1 is left out: the form of the checkpoints written before
+    ``cuda_graph`` and ``train_iwae_k`` existed)."""
+    signature = json.loads(json.dumps(asdict(replace(run, train=replace(run.train, epochs=0, device="auto")))))
+    signature["train"].pop("cuda_graph", None)
+    if signature["model"].get("train_iwae_k") == 1:     # the form before the IWAE objective existed
+        del signature["model"]["train_iwae_k"]
+    return signature
 
 
 def _start(run, out: Path, make_model, data_root, data, progress, resume) -> tuple[Trainer, ImageData]:
@@ -194,6 +201,7 @@ def _start(run, out: Path, make_model, data_root, data, progress, resume) -> tup
 def _common_metrics(run, trainer: Trainer, history: list[dict], data: ImageData) -> dict:
     return {"dataset": run.dataset, "model": run.model.name, "epochs": len(history),
             "device": _device_name(trainer.device), "wall_time_s": trainer.wall_time_s, "torch": torch.__version__,
+            "cuda_graph": trainer.cuda_graph_used,
             "commit": git_commit(Path(__file__).parent), "data_source": data.source,
             "parameters": sum(p.numel() for p in trainer.model.parameters())}
 

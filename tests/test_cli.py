@@ -36,6 +36,24 @@ def test_train_vae_improves_the_test_elbo(data_root, tmp_path, capsys):
     assert metrics["test_elbo"] < -80  # and not implausibly good
 
 
+def test_the_cuda_graph_switch_is_recorded_and_does_not_block_a_resume(data_root, tmp_path, capsys):
+    """--no-cuda-graph reaches TrainConfig and config.json; it is an execution setting, so the same
+    run continued without the switch resumes instead of being refused as other settings."""
+    out = tmp_path / "run"
+    common = ["train", "vae", "--hidden", "16", "--latent-dim", "2", "--out", str(out), "--data-root", str(data_root),
+              "--no-progress", "--device", "cpu"]
+    assert main([*common, "--epochs", "1", "--no-cuda-graph"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["cuda_graph"] is False
+    assert json.loads((out / "metrics.json").read_text())["cuda_graph"] is False     # a CPU never uses it
+    assert main([*common, "--epochs", "2"]) == 0
+    assert " 2 epochs on " in capsys.readouterr().out
+    assert len(json.loads((out / "history.json").read_text())) == 2
+    assert main([*common, "--epochs", "1", "--train-iwae-k", "3", "--out", str(tmp_path / "iwae")]) == 0
+    assert "train/iwae" in json.loads((tmp_path / "iwae" / "history.json").read_text())[0]
+    assert main([*common, "--epochs", "1", "--train-iwae-k", "3", "--beta", "2", "--out", str(tmp_path / "b")]) == 2
+    assert "no KL term" in capsys.readouterr().err
+
+
 def test_data_command_reports_where_data_are(data_root, capsys):
     assert main(["data", "--data-root", str(data_root), "--no-download"]) == 0
     out = capsys.readouterr().out

@@ -53,3 +53,26 @@ def test_load_seeds_and_the_pooled_seed_spread(tmp_path):
 def test_seed_names_refuses_unknown_experiments():
     with pytest.raises(KeyError):
         seed_names("no-such-run")
+
+
+def test_recorded_runs_keep_their_signature():
+    """``cuda_graph`` (TrainConfig) and ``train_iwae_k`` (VAEConfig) came after these runs were
+    recorded: the signature a checkpoint must match leaves both out at their defaults, so that each
+    recorded ``config.json`` gives the signature its checkpoint was written with (epochs 0, device
+    "auto") and old run directories still resume and load. (Configs written before ``free_bits``
+    existed are skipped: that field was added to the signature then, and stays.)"""
+    from companion.paths import RESULTS
+    from companion.runs import ModelRun, VAERun, _signature
+
+    checked = 0
+    for path in sorted(RESULTS.glob("*/config.json")):
+        config = json.loads(path.read_text())
+        if "train" not in config:
+            continue
+        old = json.loads(json.dumps(config))
+        old["train"].update(epochs=0, device="auto")
+        run = (ModelRun if "kind" in config else VAERun).from_dict(config)
+        if "cuda_graph" not in config["train"] and ("kind" in config or "free_bits" in config["model"]):
+            assert _signature(run) == old, path.parent.name
+            checked += 1
+    assert checked >= 40

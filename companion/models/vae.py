@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from ..divergences import gaussian_kl_per_dim
 from ..likelihoods import Likelihood, check_likelihood_options, make_likelihood
 
+_LOG_2PI = math.log(2 * math.pi)
+
 __all__ = ["VAEConfig", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "VAE", "reparameterize",
            "ARCHITECTURES", "REDUCTIONS"]
 
@@ -61,6 +63,10 @@ class VAEConfig:
             dimension may carry up to lambda nats of information for free: a remedy for posterior
             collapse (chapter "beta-VAE, blur and posterior collapse"). 0 (the default) is the plain
             loss; the reported ELBO never includes the free bits.
+        train_iwae_k: k of the bound the model is trained on. 1 (the default) trains the ELBO;
+            k > 1 trains the IWAE bound L_k = E log (1/k) sum_i p(x, z_i) / q(z_i | x) of Burda et
+            al. (2016) with k reparameterized samples per image (chapter "Evaluating a VAE"). It
+            needs beta = 1, no free bits and reduction "sum": L_k has no KL term to weigh.
     """
 
     image_shape: tuple[int, ...] = (1, 28, 28)
@@ -72,6 +78,7 @@ class VAEConfig:
     architecture: str = "mlp"
     reduction: str = "sum"
     free_bits: float = 0.0
+    train_iwae_k: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
@@ -85,6 +92,12 @@ class VAEConfig:
             raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
         if not (math.isfinite(self.free_bits) and self.free_bits >= 0):
             raise ValueError(f"free_bits must be a finite number >= 0, got {self.free_bits}")
+        if isinstance(self.train_iwae_k, bool) or not isinstance(self.train_iwae_k, int) or self.train_iwae_k < 1:
+            raise ValueError(f"train_iwae_k must be an integer >= 1, got {self.train_iwae_k!r}")
+        if self.train_iwae_k > 1 and (self.beta != 1 or self.free_bits or self.reduction != "sum"):
+            raise ValueError(f"train_iwae_k = {self.train_iwae_k} trains the IWAE bound, which has no KL term to weigh: "
+                             f"it needs beta = 1, free_bits = 0 and reduction 'sum' (got {self.beta}, "
+                             f"{self.free_bits}, {self.reduction!r})")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.reduction not in REDUCTIONS:
@@ -102,8 +115,10 @@ class VAEConfig:
 
     @property
     def name(self) -> str:
-        """A short label, e.g. ``vae-mlp-400-z20`` or ``vae-conv-32-64-z16``."""
-        return f"vae-{self.architecture}-{'-'.join(map(str, self.hidden)) or 'linear'}-z{self.latent_dim}"
+        """A short label, e.g. ``vae-mlp-400-z20``, ``vae-conv-32-64-z16``, or ``vae-mlp-400-z20-iwae5``
+        for a model trained on the IWAE bound with k = 5."""
+        iwae = f"-iwae{self.train_iwae_k}" if self.train_iwae_k > 1 else ""
+        return f"vae-{self.architecture}-{'-'.join(map(str, self.hidden)) or 'linear'}-z{self.latent_dim}{iwae}"
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -291,11 +306,15 @@ class VAE(nn.Module):
 
         s is 1 for ``reduction="sum"`` (the negative ELBO when beta = 1) and D for "mean". With
         ``free_bits`` = lambda > 0, the KL term is sum_j max(lambda, batch mean of KL_j) instead.
+        With ``train_iwae_k`` = k > 1 it is minus the batch mean of the IWAE bound L_k
+        (``_iwae_loss``), and the terms gain ``iwae``.
 
         Returns:
             ``(loss, terms)`` where terms holds the batch means of ``elbo``, ``reconstruction`` and
             ``kl`` (what the trainer logs).
         """
+        if self.config.train_iwae_k > 1:
+            return self._iwae_loss(x, self.config.train_iwae_k)
         terms = self._terms(x)
         kl_per_dim, kl = terms.pop("kl_per_dim"), terms["kl"]
         scale = self.config.num_pixels if self.config.reduction == "mean" else 1
@@ -305,6 +324,28 @@ class VAE(nn.Module):
             charged = kl.mean()
         loss = -(terms["reconstruction"] / scale).mean() + self.config.beta * charged
         return loss, {name: value.mean() for name, value in terms.items()}
+
+    def _iwae_loss(self, x: Tensor, k: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """-L_k, the negative IWAE bound, batch mean in nats per image, with k samples per image.
+
+        log w_i = log p(x | z_i) + log p(z_i) - log q(z_i | x) for z_i = mu + sigma * eps_i, and
+        L_k = logsumexp_i(log w_i) - log k (Burda et al., 2016, eq. 8). Gradients flow through the
+        samples (reparameterization) and through the normalised weights. Terms: ``iwae`` (L_k),
+        ``reconstruction`` (mean over the k samples), ``kl`` (closed form) and ``elbo``, their
+        difference, an estimate of L_1 from the same samples.
+        """
+        mu, logvar = self.encode(x)                                           # (B, Z)
+        eps = torch.randn((k, *mu.shape), dtype=mu.dtype, device=mu.device)    # (k, B, Z)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        xs = x.expand(k, *x.shape).reshape(k * x.shape[0], *x.shape[1:])
+        reconstruction = self.likelihood.log_prob(xs, self.decoder(z.flatten(0, 1))).view(k, -1)
+        log_prior = -0.5 * (z.square() + _LOG_2PI).sum(-1)                   # log N(z; 0, I)
+        log_posterior = -0.5 * (eps.square() + _LOG_2PI + logvar).sum(-1)     # log N(z; mu, sigma^2)
+        bound = torch.logsumexp(reconstruction + log_prior - log_posterior, 0) - math.log(k)
+        kl = gaussian_kl_per_dim(mu, logvar).sum(1)
+        reconstruction = reconstruction.mean(0)
+        terms = {"iwae": bound, "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+        return -bound.mean(), {name: value.detach().mean() for name, value in terms.items()}
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
