@@ -233,8 +233,8 @@ def _write_json(path: Path, data) -> None:
 class _GraphedStep:
     """The training step captured once as a CUDA graph and replayed for every batch of its shape.
 
-    Captured: ``zero_grad``, the forward pass and loss, ``backward``, the optimizer's step (fused Adam
-    with ``capturable=True``, whose step count and bias corrections stay on the device) and the
+    Captured: ``zero_grad``, the forward pass and loss, ``backward``, the optimizer's step (fused Adam,
+    whose step count and bias corrections stay on the device; ``capturable`` is set while capturing) and the
     addition of the logged terms to the epoch's sums. Outside the graph: the batches themselves
     (``Batches`` shuffles and binarises, then the batch is copied into the graph's input), evaluation
     and checkpoints. The noise drawn inside the step (reparameterization, a flow's dequantization)
@@ -310,9 +310,12 @@ class _GraphedStep:
         if self.rehearse:
             self.graph = "rehearsal"
             return True
-        for optimizer in self.trainer.optimizers.values():
-            for group in optimizer.param_groups:
-                group["capturable"] = True
+        # Adam refuses to be captured unless capturable; the fused kernel keeps its step count on the
+        # device either way, so the flag is set for the capture only (eager steps with it set warn).
+        groups = [group for optimizer in self.trainer.optimizers.values() for group in optimizer.param_groups]
+        before = [group["capturable"] for group in groups]
+        for group in groups:
+            group["capturable"] = True
         graph = torch.cuda.CUDAGraph()
         try:
             torch.cuda.synchronize(self.trainer.device)
@@ -326,6 +329,9 @@ class _GraphedStep:
                           "continues with eager steps (TrainConfig(cuda_graph=False) skips the attempt)",
                           RuntimeWarning, stacklevel=3)
             return False
+        finally:
+            for group, capturable in zip(groups, before):
+                group["capturable"] = capturable
         self.graph = graph
         return True
 
@@ -375,7 +381,7 @@ class Trainer:
         self.history: list[dict] = []
         self.wall_time_s = 0.0
         self._resumed: bool | None = None     # set by prepare()
-        # A checkpoint written on the CUDA-graph path holds capturable=True; this path keeps its own.
+        # Adam's capturable flag travels in its state_dict; a resumed optimizer keeps this trainer's own.
         self._capturable = {name: [group.get("capturable", False) for group in opt.param_groups]
                             for name, opt in self.optimizers.items()}
         self._graphed: _GraphedStep | None = None
