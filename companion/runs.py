@@ -41,7 +41,7 @@ from .models.flow import FlowConfig, RealNVP
 from .models.gan import GAN, GANConfig
 from .models.vae import VAE, VAEConfig
 from .plots import manifold_latents, save_grid
-from .training import CHECKPOINT, Trainer, TrainConfig, _write_json, evaluate, read_checkpoint, resolve_device
+from .training import ADDED_LATER, CHECKPOINT, Trainer, TrainConfig, _write_json, evaluate, read_checkpoint, resolve_device
 
 __all__ = ["VAERun", "ModelRun", "run_vae", "run_model", "load_run", "load_model_run", "git_commit", "MODELS",
            "run_lock", "RunInUseError", "LOCK_FILE", "OUTPUTS", "FINAL_OUTPUTS"]
@@ -163,12 +163,14 @@ def _device_name(device: torch.device) -> str:
 def _signature(run: VAERun | ModelRun) -> dict:
     """What a checkpoint must match to be resumed or loaded: the run minus how it is executed (its length,
     device and step path, ``companion.training.EXECUTION_SETTINGS``; epochs and device stay as 0 and
-    "auto", and a VAE's ``train_iwae_k`` = 1 is left out: the form of the checkpoints written before
-    ``cuda_graph`` and ``train_iwae_k`` existed)."""
+    "auto", and ``lr_decay`` = 1 and a VAE's ``train_iwae_k`` = 1 are left out: the form of the
+    checkpoints written before ``cuda_graph``, ``lr_decay`` and ``train_iwae_k`` existed)."""
     signature = json.loads(json.dumps(asdict(replace(run, train=replace(run.train, epochs=0, device="auto")))))
     signature["train"].pop("cuda_graph", None)
-    if signature["model"].get("train_iwae_k") == 1:     # the form before the IWAE objective existed
-        del signature["model"]["train_iwae_k"]
+    for part, added_later in (("train", ADDED_LATER), ("model", {"train_iwae_k": 1})):
+        for key, default in added_later.items():
+            if key in signature[part] and signature[part][key] == default:
+                del signature[part][key]
     return signature
 
 

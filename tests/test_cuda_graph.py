@@ -171,3 +171,43 @@ def test_the_flow_and_the_iwae_objective_are_captured_on_cuda():
     assert flow.cuda_graph_used and torch.isfinite(torch.tensor(history[0]["train/loss"]))
     iwae, history = _fit(dataclasses.replace(SMALL, train_iwae_k=5), device="cuda", epochs=1, n=512)
     assert iwae.cuda_graph_used and torch.isfinite(torch.tensor(history[0]["train/iwae"]))
+
+
+# -- the learning-rate decay (TrainConfig.lr_decay), which a graph must read from the device --------
+
+def _fit_decay(*, rehearse=False, epochs=3, run_dir=None, device="cpu", graph=True, decay=0.5):
+    config = TrainConfig(epochs=epochs, device=device, cuda_graph=graph, lr_decay=decay)
+    trainer = Trainer.build(lambda: VAE(SMALL), config, run_dir=run_dir, progress=False)
+    trainer._rehearse_graph = rehearse
+    return trainer, trainer.fit(Batches(_images(300, device), 64, shuffle=True, binarize=True))
+
+
+def test_the_learning_rate_decays_per_epoch_on_both_paths(tmp_path):
+    """Epoch e trains with lr * gamma ** (e - 1). A graph would keep the rate it was captured with,
+    so on the graph path the rate is a tensor updated in place: the rehearsal, which reads it as
+    the graph does, must follow the eager path's curve (to float32 rounding of the rate), and a run
+    resumed after epoch 2 must continue with the third epoch's rate."""
+    eager, eager_history = _fit_decay()
+    rehearsed, rehearsed_history = _fit_decay(rehearse=True)
+    assert eager.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5 ** 2)
+    assert float(rehearsed.optimizer.param_groups[0]["lr"]) == pytest.approx(1e-3 * 0.5 ** 2)
+    for a, b in zip(_train_terms(eager_history), _train_terms(rehearsed_history)):
+        assert a == pytest.approx(b, rel=1e-5)
+    constant = _fit(epochs=3)[1]
+    assert eager_history[0]["train/loss"] == constant[0]["train/loss"]          # epoch 1: the same rate
+    assert abs(eager_history[2]["train/loss"] - constant[2]["train/loss"]) > 1e-3   # then slower
+    _fit_decay(rehearse=True, epochs=2, run_dir=tmp_path)
+    _, resumed = _fit_decay(epochs=3, run_dir=tmp_path, graph=False)
+    for a, b in zip(_train_terms(eager_history), _train_terms(resumed)):
+        assert a == pytest.approx(b, rel=1e-5)
+    with pytest.raises(ValueError, match="lr_decay"):
+        TrainConfig(lr_decay=1.5)
+
+
+@cuda
+def test_the_learning_rate_decay_reaches_the_graph_on_cuda():
+    graph, graph_history = _fit_decay(device="cuda")
+    eager, eager_history = _fit_decay(device="cuda", graph=False)
+    assert graph.cuda_graph_used
+    for g, e in zip(graph_history, eager_history):
+        assert g["train/loss"] == pytest.approx(e["train/loss"], rel=1e-4)
