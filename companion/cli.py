@@ -264,13 +264,15 @@ def _assignment_action(assignments, args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status.
 
-    0: done. 1: the work failed (training diverged, a run directory is in use, a graded submission
+    0: done. 1: the work failed (training diverged, a run directory is in use, the training step
+    could not be captured as a CUDA graph, a graded submission
     failed a check, a dataset is missing or damaged for ``data``). 2: bad input (the message says
     what to change). 130: interrupted by Ctrl-C (the message says how to resume). Errors are
     printed as one message, not a traceback.
     """
     from .data import DataNotFoundError
     from .locks import RunInUseError
+    from .training import CudaGraphError
 
     args = build_parser().parse_args(argv)
     args.interrupted = {
@@ -289,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as error:
         print(f"error: training diverged: {error}", file=sys.stderr)
         return 1
-    except RunInUseError as error:
+    except (RunInUseError, CudaGraphError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except (DataNotFoundError, ValueError, TypeError, KeyError) as error:

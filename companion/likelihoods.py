@@ -52,13 +52,17 @@ def set_validation(enabled: bool) -> bool:
 def can_read_values() -> bool:
     """False while torch.compile traces or a CUDA graph is captured (no value may be read back then).
 
-    Checks of the data that read a value back to the host (``Likelihood.check``,
-    ``companion.models.flow.dequantize``) skip themselves then: the eager steps before a capture
-    have checked the first batches (``companion.training._GraphedStep``)."""
+    Also False while CUDA's sync debug mode is on (``torch.cuda.set_sync_debug_mode``), as in the
+    trainer's probe for reads back to the host before a capture. Checks of the data that read a value
+    back (``Likelihood.check``, ``companion.models.flow.dequantize``) skip themselves then: the eager
+    steps before a capture have checked the first batches (``companion.training._GraphedStep``)."""
     is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)   # torch >= 2.3
     if is_compiling is not None and is_compiling():
         return False
-    return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+    if not torch.cuda.is_available():
+        return True
+    # The trainer's probe before a capture runs with CUDA's sync debug mode set to "error".
+    return not (torch.cuda.is_current_stream_capturing() or torch.cuda.get_sync_debug_mode() != 0)
 
 
 def _positive(name: str, value: float) -> float:
@@ -198,7 +202,7 @@ class Gaussian(_GaussianFamily):
         self.sigma = _positive("sigma", sigma)
 
     def log_sigma(self, x, params):
-        return torch.tensor(math.log(self.sigma), dtype=params.dtype, device=params.device)
+        return params.new_full((), math.log(self.sigma))     # a fill on the device: no copy from the host
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"
@@ -282,7 +286,7 @@ class _OptimalSigma(_FlooredSigma):
 
     def log_sigma(self, x, params):
         if x is None:
-            return torch.tensor(-math.inf, dtype=params.dtype, device=params.device)
+            return params.new_full((), -math.inf)
         return self._optimal_log_sigma(x, params[:, 0])
 
     def _optimal_log_sigma(self, x: Tensor, mu: Tensor) -> Tensor:

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 __all__ = ["TrainConfig", "Trainer", "CheckpointError", "read_checkpoint", "resolve_device", "evaluate",
-           "seed_everything", "CHECKPOINT", "EXECUTION_SETTINGS", "ADDED_LATER", "train_signature"]
+           "seed_everything", "CHECKPOINT", "EXECUTION_SETTINGS", "ADDED_LATER", "train_signature", "CudaGraphError"]
 
 CHECKPOINT = "checkpoint.pt"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -162,11 +162,13 @@ def _rng_state(device: torch.device) -> dict:
 
 
 def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
+    # The generators take CPU byte tensors; a checkpoint loaded with map_location=<accelerator> has
+    # moved them onto it.
+    torch.set_rng_state(state["cpu"].cpu())
     if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     elif device.type == "mps" and "mps" in state:
-        torch.mps.set_rng_state(state["mps"])
+        torch.mps.set_rng_state(state["mps"].cpu())
 
 
 @contextlib.contextmanager
@@ -246,24 +248,31 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+class CudaGraphError(RuntimeError):
+    """The training step could not be captured as a CUDA graph; rerun with ``cuda_graph=False``."""
+
+
 class _GraphedStep:
     """The training step captured once as a CUDA graph and replayed for every batch of its shape.
 
     Captured: ``zero_grad``, the forward pass and loss, ``backward``, the optimizer's step (fused Adam,
-    whose step count and bias corrections stay on the device; ``capturable`` is set while capturing) and the
-    addition of the logged terms to the epoch's sums. Outside the graph: the batches themselves
-    (``Batches`` shuffles and binarises, then the batch is copied into the graph's input), evaluation
-    and checkpoints. The noise drawn inside the step (reparameterization, a flow's dequantization)
-    comes from CUDA's Philox generator, which a graph registers at capture: every replay reads the
-    generator's current offset and advances it, so each replay draws fresh noise, as an eager step
-    would from the same generator state.
+    whose step count and bias corrections stay on the device; ``capturable`` is set while capturing)
+    and the addition of the logged terms to the epoch's sums. Outside the graph: the batches
+    themselves (``Batches`` shuffles and binarises, then the batch is copied into the graph's input),
+    evaluation and checkpoints. The noise drawn inside the step (reparameterization, a flow's
+    dequantization) comes from CUDA's Philox generator, which a graph registers at capture: every
+    replay reads the generator's current offset and advances it, so each replay draws fresh noise,
+    the noise an eager step would draw from the same generator state.
 
-    The first ``WARMUP`` steps run eagerly on a side stream (PyTorch's recipe: state created on first
-    use, such as Adam's moments, must exist before capture); they train on the run's first batches,
-    so no batch is spent twice or skipped. A batch of another shape (the last, smaller batch of an
-    epoch) or a batch with labels also runs eagerly, on the same parameters and optimizer state. If
-    capture fails (a model whose step reads a value back to the host), a warning says why and the run
-    continues eagerly.
+    The graph has the shape of the run's first batch. The first ``WARMUP`` batches of that shape run
+    eagerly on a side stream (PyTorch's recipe: state created on first use, such as Adam's moments,
+    must exist before capture); they are training steps on the run's first batches, so no batch is
+    spent twice or skipped. The last of them runs with CUDA's sync debug mode set to "error": a step
+    that reads a value back to the host (which a capture forbids, and which would leave the process
+    unusable if met during capture) raises there instead, that batch is trained again eagerly, a
+    warning says why, and the run continues eagerly. Batches of another shape (the last, smaller
+    batch of an epoch) and batches with labels also run eagerly, on the same parameters and
+    optimizer state.
 
     ``rehearse=True`` (tests on a machine without CUDA) keeps all this bookkeeping but "captures" by
     remembering the step and "replays" by running it eagerly on the static input.
@@ -276,9 +285,11 @@ class _GraphedStep:
     def __init__(self, trainer: "Trainer", rehearse: bool = False):
         self.trainer, self.rehearse = trainer, rehearse
         self.sums: dict[str, torch.Tensor] = {}
+        self.shape: tuple | None = None          # (shape, dtype) of the run's first batch
         self.static: torch.Tensor | None = None
         self.graph = None
-        self.eager_steps = 0
+        self.warmed = 0
+        self.replays = 0
         self.failed: str | None = None
 
     @property
@@ -295,63 +306,83 @@ class _GraphedStep:
         _accumulate_in_place(self.sums, loss, terms, x.shape[0])
 
     def __call__(self, batch) -> None:
-        fits = isinstance(batch, torch.Tensor)
-        if self.graph is not None and fits and batch.shape == self.static.shape and batch.dtype == self.static.dtype:
-            self.static.copy_(batch)
-            self._replay()
-            return
-        if self.graph is None and self.failed is None and fits and self.eager_steps >= self.WARMUP:
-            if self._capture(batch):
-                self.static.copy_(batch)
-                self._replay()
-                return
-        self._eager(batch)
-
-    def _eager(self, batch) -> None:
-        if isinstance(batch, torch.Tensor) and self.graph is None and self.failed is None and not self.rehearse:
-            side = torch.cuda.Stream(self.trainer.device)      # warm-up steps: on a side stream
-            side.wait_stream(torch.cuda.current_stream(self.trainer.device))
-            with torch.cuda.stream(side):
-                self._body(batch)
-            torch.cuda.current_stream(self.trainer.device).wait_stream(side)
-        elif isinstance(batch, torch.Tensor):
-            self._body(batch)
-        else:
+        if not isinstance(batch, torch.Tensor):
             loss, terms = self.trainer.step(batch)
             _accumulate_in_place(self.sums, loss, terms, _first_dim(batch))
-        self.eager_steps += 1
+            return
+        if self.shape is None:
+            self.shape = (batch.shape, batch.dtype)
+        if (batch.shape, batch.dtype) != self.shape or self.failed is not None:
+            self._body(batch)                                  # another shape: eagerly
+        elif self.graph is not None:
+            self.static.copy_(batch)
+            self._replay()
+        elif self.warmed < self.WARMUP:
+            self._warm_up(batch)
+        else:
+            self._capture(batch)
+            self.static.copy_(batch)
+            self._replay()
 
-    def _capture(self, batch: torch.Tensor) -> bool:
+    def _warm_up(self, batch: torch.Tensor) -> None:
+        self.warmed += 1
+        if self.rehearse:
+            self._body(batch)
+            return
+        device = self.trainer.device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        probe = self.warmed == self.WARMUP
+        try:
+            with torch.cuda.stream(side):
+                if probe:
+                    torch.cuda.set_sync_debug_mode("error")
+                self._body(batch)
+        except RuntimeError as error:
+            if not probe:
+                raise
+            self.failed = " ".join(str(error).split())[:300]
+        finally:
+            if probe:
+                torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.current_stream(device).wait_stream(side)
+        if self.failed is not None:
+            warnings.warn(f"the training step reads a value back to the host, which a CUDA graph cannot hold "
+                          f"({self.failed}); the run continues with eager steps (TrainConfig(cuda_graph=False) "
+                          "skips the attempt)", RuntimeWarning, stacklevel=4)
+            self._body(batch)      # the probe stopped before the update: the batch is trained now
+
+    def _capture(self, batch: torch.Tensor) -> None:
         self.static = batch.clone()
         if self.rehearse:
             self.graph = "rehearsal"
-            return True
+            return
         # Adam refuses to be captured unless capturable; the fused kernel keeps its step count on the
         # device either way, so the flag is set for the capture only (eager steps with it set warn).
         groups = [group for optimizer in self.trainer.optimizers.values() for group in optimizer.param_groups]
         before = [group["capturable"] for group in groups]
-        for group in groups:
-            group["capturable"] = True
+        device = self.trainer.device
+        stream = torch.cuda.current_stream(device)
         graph = torch.cuda.CUDAGraph()
         try:
-            torch.cuda.synchronize(self.trainer.device)
+            for group in groups:
+                group["capturable"] = True
+            torch.cuda.synchronize(device)
             with torch.cuda.graph(graph):
                 self._body(self.static)
-        except Exception as error:      # e.g. "operation not permitted when stream is capturing"
-            self.failed = " ".join(str(error).split())[:300]
-            self.static = None
-            torch.cuda.synchronize(self.trainer.device)
-            warnings.warn(f"the training step could not be captured as a CUDA graph ({self.failed}); the run "
-                          "continues with eager steps (TrainConfig(cuda_graph=False) skips the attempt)",
-                          RuntimeWarning, stacklevel=3)
-            return False
+        except Exception as error:
+            torch.cuda.set_stream(stream)      # a failed capture_end leaves the capture stream current
+            raise CudaGraphError(
+                f"the training step could not be captured as a CUDA graph ({' '.join(str(error).split())[:300]}). "
+                "Rerun with --no-cuda-graph (TrainConfig(cuda_graph=False)): the run resumes from its last "
+                "finished epoch") from error
         finally:
             for group, capturable in zip(groups, before):
                 group["capturable"] = capturable
         self.graph = graph
-        return True
 
     def _replay(self) -> None:
+        self.replays += 1
         if self.rehearse:
             self._body(self.static)
         else:
@@ -397,9 +428,10 @@ class Trainer:
         self.history: list[dict] = []
         self.wall_time_s = 0.0
         self._resumed: bool | None = None     # set by prepare()
-        # Adam's capturable flag travels in its state_dict; a resumed optimizer keeps this trainer's own.
-        self._capturable = {name: [group.get("capturable", False) for group in opt.param_groups]
-                            for name, opt in self.optimizers.items()}
+        # load_state_dict replaces whole param groups, implementation flags included; a resumed
+        # optimizer keeps this trainer's own (a checkpoint may come from another device or path).
+        self._flags = {name: [{k: group.get(k) for k in ("capturable", "fused", "foreach")} for group in opt.param_groups]
+                       for name, opt in self.optimizers.items()}
         self._initial_lr = {name: [float(group["lr"]) for group in opt.param_groups]
                             for name, opt in self.optimizers.items()}
         self._graphed: _GraphedStep | None = None
@@ -460,8 +492,10 @@ class Trainer:
             raise ValueError(f"checkpoint {path} holds optimizers {sorted(saved)}, this model has {sorted(self.optimizers)}")
         for name, opt in self.optimizers.items():
             opt.load_state_dict(saved[name])
-            for group, capturable in zip(opt.param_groups, self._capturable[name]):
-                group["capturable"] = capturable
+            for group, flags in zip(opt.param_groups, self._flags[name]):
+                group.update(flags)
+                if isinstance(group["lr"], torch.Tensor):      # the graph path's rate: see _set_lr
+                    group["lr"] = float(group["lr"])
         self.history = state["history"]
         self.wall_time_s = state["wall_time_s"]
         _set_rng_state(state["rng"], self.device)
@@ -618,7 +652,7 @@ class Trainer:
         finally:
             bar.close()
             self.cuda_graph_used = self._graphed is not None and self._graphed.captured
-            self._graphed = None
+            self._last_graphed, self._graphed = self._graphed, None      # kept for inspection (tests)
         return self.history
 
 

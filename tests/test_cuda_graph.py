@@ -51,6 +51,17 @@ def test_the_rehearsed_graph_path_gives_the_eager_history_bit_for_bit():
         assert torch.equal(value, rehearsed.model.state_dict()[name]), name
 
 
+def test_the_graph_has_the_shape_of_the_full_batches():
+    """100 images in batches of 64 give 64, 36, 64, 36, ...: the fourth batch is a small one, and a
+    graph captured on it would leave every full batch eager. The warm-up counts full batches only,
+    so the capture happens on the fourth full batch (epoch 4) and the fifth epoch's is a replay."""
+    trainer, history = _fit(rehearse=True, epochs=5, n=100)
+    graphed = trainer._last_graphed
+    assert trainer.cuda_graph_used and graphed.static.shape[0] == 64
+    assert graphed.replays == 2 and graphed.warmed == graphed.WARMUP
+    assert _train_terms(history) == _train_terms(_fit(epochs=5, n=100)[1])
+
+
 def test_resuming_moves_between_the_eager_and_the_graph_path(tmp_path):
     """Two epochs on one path, the third on the other: the same history as three epochs eagerly.
     ``cuda_graph`` is an execution setting, so a checkpoint of either path resumes on the other."""
@@ -147,6 +158,32 @@ def test_graph_replays_draw_fresh_noise_on_cuda():
         assert 0.6 < variance < 1.4, record          # 5 standard errors either side of 1
 
 
+class _ReadsBack(VAE):
+    """A model whose step reads a value back to the host (as a user's logging might): not capturable."""
+
+    def loss(self, x):
+        scale = 1.0 + 0.0 * x.mean().item()
+        loss, terms = super().loss(x)
+        return scale * loss, terms
+
+
+@cuda
+def test_a_step_that_reads_back_falls_back_to_eager_steps_on_cuda():
+    """The probe before the capture (sync debug mode "error") catches the read, retrains that batch
+    eagerly and warns; the run is then the eager run, step for step."""
+    def fit(graph):
+        trainer = Trainer.build(lambda: _ReadsBack(SMALL), TrainConfig(epochs=2, device="cuda", cuda_graph=graph),
+                                progress=False)
+        return trainer, trainer.fit(Batches(_images(1000, "cuda"), 64, shuffle=True, binarize=True))
+
+    with pytest.warns(RuntimeWarning, match="reads a value back"):
+        probed, probed_history = fit(True)
+    _, eager_history = fit(False)
+    assert not probed.cuda_graph_used
+    for a, b in zip(probed_history, eager_history):
+        assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-6)
+
+
 @cuda
 def test_resume_on_cuda_on_both_paths(tmp_path):
     _, straight = _fit(device="cuda", epochs=3, n=1000)
@@ -171,6 +208,11 @@ def test_the_flow_and_the_iwae_objective_are_captured_on_cuda():
     assert flow.cuda_graph_used and torch.isfinite(torch.tensor(history[0]["train/loss"]))
     iwae, history = _fit(dataclasses.replace(SMALL, train_iwae_k=5), device="cuda", epochs=1, n=512)
     assert iwae.cuda_graph_used and torch.isfinite(torch.tensor(history[0]["train/iwae"]))
+    # a fixed-sigma Gaussian on grey levels: its log sigma is filled on the device, not copied there
+    gaussian = VAEConfig(latent_dim=4, hidden=(32,), likelihood="gaussian", likelihood_options={"sigma": 0.1})
+    trainer = Trainer.build(lambda: VAE(gaussian), TrainConfig(epochs=1, device="cuda"), progress=False)
+    trainer.fit(Batches(images, 64, shuffle=True))
+    assert trainer.cuda_graph_used
 
 
 # -- the learning-rate decay (TrainConfig.lr_decay), which a graph must read from the device --------
