@@ -59,8 +59,8 @@ def can_read_values() -> bool:
     is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)   # torch >= 2.3
     if is_compiling is not None and is_compiling():
         return False
-    if not torch.cuda.is_available():
-        return True
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return True                    # (get_sync_debug_mode would start CUDA in a CPU or MPS run)
     # The trainer's probe before a capture runs with CUDA's sync debug mode set to "error".
     return not (torch.cuda.is_current_stream_capturing() or torch.cuda.get_sync_debug_mode() != 0)
 

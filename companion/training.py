@@ -23,6 +23,7 @@ See: chapter "Training a VAE".
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -165,8 +166,10 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
     # The generators take CPU byte tensors; a checkpoint loaded with map_location=<accelerator> has
     # moved them onto it.
     torch.set_rng_state(state["cpu"].cpu())
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if device.type == "cuda" and "cuda" in state:      # this device's generator (the run uses no other)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        saved = state["cuda"]
+        torch.cuda.set_rng_state(saved[index if index < len(saved) else 0].cpu(), device)
     elif device.type == "mps" and "mps" in state:
         torch.mps.set_rng_state(state["mps"].cpu())
 
@@ -269,8 +272,10 @@ class _GraphedStep:
     must exist before capture); they are training steps on the run's first batches, so no batch is
     spent twice or skipped. The last of them runs with CUDA's sync debug mode set to "error": a step
     that reads a value back to the host (which a capture forbids, and which would leave the process
-    unusable if met during capture) raises there instead, that batch is trained again eagerly, a
-    warning says why, and the run continues eagerly. Batches of another shape (the last, smaller
+    unusable if met during capture) raises there instead; the generator, model, optimizers and sums
+    are put back as they were before that step, the batch is trained again eagerly, a warning says
+    why, and the run continues eagerly. (The mode does not see every read: a non-blocking copy from
+    pageable memory slips through and then fails the capture, which raises ``CudaGraphError``.) Batches of another shape (the last, smaller
     batch of an epoch) and batches with labels also run eagerly, on the same parameters and
     optimizer state.
 
@@ -333,24 +338,49 @@ class _GraphedStep:
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         probe = self.warmed == self.WARMUP
+        if probe:     # what the probe may change before it fails, to be put back before the batch is retrained
+            snapshot = self._snapshot()
+            mode = torch.cuda.get_sync_debug_mode()
         try:
             with torch.cuda.stream(side):
                 if probe:
-                    torch.cuda.set_sync_debug_mode("error")
+                    torch.cuda.set_sync_debug_mode("error")      # process-wide: restored below
                 self._body(batch)
         except RuntimeError as error:
-            if not probe:
-                raise
+            if not (probe and "synchronizing CUDA operation" in str(error)):
+                raise                                           # out of memory, cuBLAS, ...: not ours to hide
             self.failed = " ".join(str(error).split())[:300]
         finally:
             if probe:
-                torch.cuda.set_sync_debug_mode("default")
+                torch.cuda.set_sync_debug_mode(mode)
             torch.cuda.current_stream(device).wait_stream(side)
         if self.failed is not None:
             warnings.warn(f"the training step reads a value back to the host, which a CUDA graph cannot hold "
                           f"({self.failed}); the run continues with eager steps (TrainConfig(cuda_graph=False) "
                           "skips the attempt)", RuntimeWarning, stacklevel=4)
-            self._body(batch)      # the probe stopped before the update: the batch is trained now
+            self._restore(snapshot)
+            self._body(batch)
+
+    def _snapshot(self) -> tuple:
+        """The generator, model (weights and buffers such as batch-norm statistics), optimizers and
+        sums, copied: a probe that fails part-way may have drawn noise, moved statistics or stepped."""
+        trainer = self.trainer
+        return (torch.cuda.get_rng_state(trainer.device),
+                {k: v.clone() for k, v in trainer.model.state_dict().items()},
+                {name: copy.deepcopy(opt.state_dict()) for name, opt in trainer.optimizers.items()},
+                {k: v.clone() for k, v in self.sums.items()})
+
+    def _restore(self, snapshot: tuple) -> None:
+        rng, model, optimizers, sums = snapshot
+        torch.cuda.set_rng_state(rng, self.trainer.device)
+        self.trainer.model.load_state_dict(model)
+        for name, opt in self.trainer.optimizers.items():
+            opt.load_state_dict(optimizers[name])
+        for name in list(self.sums):
+            if name in sums:
+                self.sums[name].copy_(sums[name])
+            else:
+                del self.sums[name]
 
     def _capture(self, batch: torch.Tensor) -> None:
         self.static = batch.clone()
