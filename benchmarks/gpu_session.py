@@ -190,8 +190,13 @@ def stage_reproduce(args, device, deadline: float) -> dict:
             out[name] = {"skipped": f"estimated {ESTIMATE_S[base]} s, {left:.0f} s left"}
             continue
         start = time.perf_counter()
-        m = reproduce(name, scratch, device=str(device), data_root=args.data_root, progress=False,
-                      epochs=1 if args.smoke else None, iwae_k=2 if args.smoke else None)
+        try:
+            m = reproduce(name, scratch, device=str(device), data_root=args.data_root, progress=False,
+                          epochs=1 if args.smoke else None, iwae_k=2 if args.smoke else None)
+        except Exception as error:        # one failed run must not cost the session the others
+            out[name] = {"error": f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"}
+            print(f"reproduce: {name} failed: {out[name]['error']}", flush=True)
+            continue
         wall = time.perf_counter() - start
         keep = ("epochs", "wall_time_s", "test_nll_nats", "test_bits_per_dim", "test_elbo", "frechet", "cuda_graph",
                 "iwae_wall_time_s", "device")
@@ -230,10 +235,14 @@ def main() -> int:
     stages = args.only or ["pipeline", "cli", "steps", "table", "reproduce"]
     for stage in stages:
         t0 = time.perf_counter()
-        if stage == "reproduce":
-            summary[stage] = stage_reproduce(args, device, start + args.budget_s)
-        else:
-            summary[stage] = globals()[f"stage_{stage}"](args, device)
+        try:                 # a device session is short: a failing stage is recorded, the next one runs
+            if stage == "reproduce":
+                summary[stage] = stage_reproduce(args, device, start + args.budget_s)
+            else:
+                summary[stage] = globals()[f"stage_{stage}"](args, device)
+        except Exception as error:
+            summary[stage] = {"error": f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"}
+            print(f"{stage}: failed: {summary[stage]['error']}", flush=True)
         print(f"[{stage}: {time.perf_counter() - t0:.0f} s; {time.perf_counter() - start:.0f} s so far]", flush=True)
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
