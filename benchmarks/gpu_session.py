@@ -69,11 +69,6 @@ ESTIMATE_S = {"gpu-vae-mlp-mnist": 215, "gpu-iwae5-mlp-mnist": 140, "gpu-h2h-flo
 STEP_CONFIG = VAEConfig(latent_dim=20, hidden=(400,))
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def stage_pipeline(args, device) -> dict:
     bench = SimpleNamespace(epochs=args.pipeline_epochs, data_root=args.data_root, seed=0, precision="fp32")
     torch.manual_seed(0)
@@ -117,7 +112,7 @@ def _time_compiled(model, train, test, epochs, device, mode) -> tuple[list[float
     loss_fn = torch.compile(model.loss, mode=mode)
     times = []
     for _ in range(epochs):
-        _sync(device)
+        pipeline._sync(device)
         start = time.perf_counter()
         total = torch.zeros((), device=device)
         for x in train:
@@ -128,7 +123,7 @@ def _time_compiled(model, train, test, epochs, device, mode) -> tuple[list[float
             loss.backward()
             optimizer.step()
             total += loss.detach()
-        _sync(device)
+        pipeline._sync(device)
         times.append(time.perf_counter() - start)
     return times, evaluate(model, test)["loss"]
 

@@ -26,9 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..divergences import gaussian_kl_per_dim
-from ..likelihoods import Likelihood, check_likelihood_options, make_likelihood
-
-_LOG_2PI = math.log(2 * math.pi)
+from ..likelihoods import Likelihood, check_likelihood_options, gaussian_log_density, make_likelihood
 
 __all__ = ["VAEConfig", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "VAE", "reparameterize",
            "ARCHITECTURES", "REDUCTIONS"]
@@ -339,8 +337,8 @@ class VAE(nn.Module):
         z = mu + torch.exp(0.5 * logvar) * eps
         xs = x.expand(k, *x.shape).reshape(k * x.shape[0], *x.shape[1:])
         reconstruction = self.likelihood.log_prob(xs, self.decoder(z.flatten(0, 1))).view(k, -1)
-        log_prior = -0.5 * (z.square() + _LOG_2PI).sum(-1)                   # log N(z; 0, I)
-        log_posterior = -0.5 * (eps.square() + _LOG_2PI + logvar).sum(-1)     # log N(z; mu, sigma^2)
+        log_prior = gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)).sum(-1)   # log N(z; 0, I)
+        log_posterior = gaussian_log_density(z, mu, 0.5 * logvar).sum(-1)                         # log q(z | x)
         bound = torch.logsumexp(reconstruction + log_prior - log_posterior, 0) - math.log(k)
         kl = gaussian_kl_per_dim(mu, logvar).sum(1)
         reconstruction = reconstruction.mean(0)
