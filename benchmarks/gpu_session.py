@@ -173,9 +173,10 @@ def stage_table(args, device) -> dict:
     return out
 
 
-def stage_reproduce(args, device, deadline: float) -> dict:
+def stage_reproduce(args, device, deadline: float, out: dict, save) -> None:
+    """Fills ``out`` run by run and calls ``save()`` after each, so that a session cut off by the
+    machine's time limit keeps the figures of the runs that finished."""
     names = list(args.names or PRIORITY) + [f"{n}-seed{s}" for s in (1, 2) for n in (args.names or PRIORITY)]
-    out = {}
     scratch = Path(tempfile.mkdtemp()) if args.smoke else None
     for name in names:
         base = name.split("-seed")[0]
@@ -183,6 +184,7 @@ def stage_reproduce(args, device, deadline: float) -> dict:
         if not args.smoke and ESTIMATE_S[base] > left:
             print(f"reproduce: {name} skipped: estimated {ESTIMATE_S[base]} s, {left:.0f} s left")
             out[name] = {"skipped": f"estimated {ESTIMATE_S[base]} s, {left:.0f} s left"}
+            save()
             continue
         start = time.perf_counter()
         try:
@@ -191,6 +193,7 @@ def stage_reproduce(args, device, deadline: float) -> dict:
         except Exception as error:        # one failed run must not cost the session the others
             out[name] = {"error": f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"}
             print(f"reproduce: {name} failed: {out[name]['error']}", flush=True)
+            save()
             continue
         wall = time.perf_counter() - start
         keep = ("epochs", "wall_time_s", "test_nll_nats", "test_bits_per_dim", "test_elbo", "frechet", "cuda_graph",
@@ -200,9 +203,9 @@ def stage_reproduce(args, device, deadline: float) -> dict:
               ", ".join(f"{k} {m[k]:.4g}" for k in ("test_nll_nats", "test_bits_per_dim", "frechet") if m.get(k)))
         if args.out:
             shutil.copytree(results_dir(name, scratch), Path(args.out) / "results" / name, dirs_exist_ok=True)
+        save()
         if args.smoke and len(out) >= 2:
             break
-    return out
 
 
 def main() -> int:
@@ -228,20 +231,26 @@ def main() -> int:
     print(f"device: {name}; torch {torch.__version__}; budget {args.budget_s:.0f} s")
     summary = {"device": name, "torch": torch.__version__, "smoke": args.smoke}
     stages = args.only or ["pipeline", "cli", "steps", "table", "reproduce"]
+
+    def save() -> None:
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
     for stage in stages:
         t0 = time.perf_counter()
         try:                 # a device session is short: a failing stage is recorded, the next one runs
             if stage == "reproduce":
-                summary[stage] = stage_reproduce(args, device, start + args.budget_s)
+                summary[stage] = {}
+                stage_reproduce(args, device, start + args.budget_s, summary[stage], save)
             else:
                 summary[stage] = globals()[f"stage_{stage}"](args, device)
         except Exception as error:
-            summary[stage] = {"error": f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"}
+            summary[stage] = {**summary.get(stage, {}),      # the runs of ``reproduce`` that finished stay
+                              "error": f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"}
             print(f"{stage}: failed: {summary[stage]['error']}", flush=True)
         print(f"[{stage}: {time.perf_counter() - t0:.0f} s; {time.perf_counter() - start:.0f} s so far]", flush=True)
-        if args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        save()
     return 0
 
 
