@@ -197,10 +197,12 @@ def _accumulate(sums: dict, loss: torch.Tensor, terms: dict, n: int) -> None:
 
 
 def _accumulate_in_place(sums: dict, loss: torch.Tensor, terms: dict, n: int) -> None:
-    """As ``_accumulate``, into float32 tensors that keep their storage (a CUDA graph writes to them)."""
+    """As ``_accumulate``, into tensors that keep their storage (a CUDA graph writes to them): float32,
+    or the term's own dtype where it is wider (a float64 model logs float64 sums, as eagerly)."""
     for name, value in {"loss": loss, **terms}.items():
         if name not in sums:
-            sums[name] = torch.zeros((), dtype=torch.float32, device=value.device)
+            dtype = torch.promote_types(value.dtype, torch.float32)
+            sums[name] = torch.zeros((), dtype=dtype, device=value.device)
         sums[name].add_(value.detach() * n)
 
 
@@ -335,12 +337,12 @@ class _GraphedStep:
             self._body(batch)
             return
         device = self.trainer.device
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
         probe = self.warmed == self.WARMUP
         if probe:     # what the probe may change before it fails, to be put back before the batch is retrained
-            snapshot = self._snapshot()
+            snapshot = self._snapshot()     # copied on the current stream, before the side stream waits for it
             mode = torch.cuda.get_sync_debug_mode()
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
         try:
             with torch.cuda.stream(side):
                 if probe:
@@ -526,6 +528,13 @@ class Trainer:
                 group.update(flags)
                 if isinstance(group["lr"], torch.Tensor):      # the graph path's rate: see _set_lr
                     group["lr"] = float(group["lr"])
+                if group.get("fused") or group.get("capturable"):
+                    # Saved by a plain Adam (on MPS: step counts on the CPU), which load_state_dict
+                    # leaves where they are; the fused kernel and a capture want them on the device.
+                    for param in group["params"]:
+                        step = opt.state.get(param, {}).get("step")
+                        if isinstance(step, torch.Tensor) and step.device != param.device:
+                            opt.state[param]["step"] = step.to(device=param.device, dtype=torch.float32)
         self.history = state["history"]
         self.wall_time_s = state["wall_time_s"]
         _set_rng_state(state["rng"], self.device)

@@ -51,6 +51,20 @@ def test_the_rehearsed_graph_path_gives_the_eager_history_bit_for_bit():
         assert torch.equal(value, rehearsed.model.state_dict()[name]), name
 
 
+def test_a_float64_model_logs_the_same_float64_sums_on_both_paths():
+    """The graph's sums keep their storage; for a float64 model they must be float64 too, or the
+    logged terms would be rounded to float32 on one path and not on the other."""
+    def fit(rehearse):
+        trainer = Trainer.build(lambda: VAE(SMALL).double(), TrainConfig(epochs=2, seed=0), progress=False)
+        trainer._rehearse_graph = rehearse
+        images = Batches(_images(), 64, shuffle=True, binarize=True, dtype=torch.float64)
+        return trainer, trainer.fit(images)
+    rehearsed, history = fit(True)
+    assert rehearsed.cuda_graph_used
+    assert rehearsed._last_graphed.sums["loss"].dtype == torch.float64
+    assert _train_terms(history) == _train_terms(fit(False)[1])
+
+
 def test_the_graph_has_the_shape_of_the_full_batches():
     """100 images in batches of 64 give 64, 36, 64, 36, ...: the fourth batch is a small one, and a
     graph captured on it would leave every full batch eager. The warm-up counts full batches only,
