@@ -39,9 +39,9 @@ Everything measured goes to ``--out/summary.json`` as well, rewritten after ever
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -72,8 +72,6 @@ PRIORITY = ("gpu-vae-mlp-mnist", "gpu-iwae5-mlp-mnist", "gpu-h2h-flow-mnist", "g
 #: ``--estimate NAME=SECONDS`` replaces any of them (with a figure an earlier session measured).
 ESTIMATE_S = {"gpu-vae-mlp-mnist": 260, "gpu-iwae5-mlp-mnist": 150, "gpu-h2h-flow-mnist": 100 * 9.2,
               "gpu-h2h-vae-mnist": 40, "gpu-h2h-gan-mnist": 200, "gpu-iwae50-mlp-mnist": 200}
-#: The GPU flow's network against the ``table`` stage's: the same (32 channels x 2 blocks).
-FLOW_SCALE = 1
 #: Files of a result folder that stay behind (the checkpoint is 16 MB and more; book/results ignores both).
 LEFT_BEHIND = ("checkpoint.pt", "train_signature.json", "*.tmp")
 STEP_CONFIG = VAEConfig(latent_dim=20, hidden=(400,))
@@ -184,24 +182,22 @@ def stage_table(args, device) -> dict:
 
 
 def flow_estimate(table: dict | None) -> float | None:
-    """Seconds for ``gpu-h2h-flow-mnist`` from the ``table`` stage's one epoch of h2h-flow-mnist:
-    100 epochs, FLOW_SCALE times slower, plus that run's evaluation once more. None without it."""
+    """Seconds for ``gpu-h2h-flow-mnist`` from the ``table`` stage's one epoch of h2h-flow-mnist (the
+    same network): 100 epochs, plus that run's evaluation once more. None without it."""
     row = (table or {}).get("h2h-flow-mnist")
     if not row or "training_s" not in row:
         return None
-    return 100 * FLOW_SCALE * row["training_s"] / row["epochs"] + (row["wall_s"] - row["training_s"])
+    return 100 * row["training_s"] / row["epochs"] + (row["wall_s"] - row["training_s"])
 
 
 def pack_results(folders: list[Path], archive: Path) -> None:
     """Write ``archive`` (a .tar.gz of ``folders``, each under its own name, without LEFT_BEHIND)
     beside itself first and then rename it, so that a kill half-way keeps the previous archive."""
     partial = archive.with_name(archive.name + ".partial")
-    skip = shutil.ignore_patterns(*LEFT_BEHIND)
     with tarfile.open(partial, "w:gz") as tar:
         for folder in folders:
-            ignored = skip(str(folder), os.listdir(folder))
             for file in sorted(folder.iterdir()):
-                if file.name not in ignored and file.is_file():
+                if file.is_file() and not any(fnmatch.fnmatch(file.name, p) for p in LEFT_BEHIND):
                     tar.add(file, arcname=f"{folder.name}/{file.name}")
     os.replace(partial, archive)
 
